@@ -1,0 +1,176 @@
+"""Audio input: decode any file to 16 kHz mono float32, and compute Whisper log-mel windows.
+
+Decoding goes through soundfile (libsndfile: wav, flac, ogg, mp3, ...) and falls back to
+PyAV (m4a, aac, webm, ... where installed). Resampling uses librosa (soxr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from asr_app.errors import AudioError
+
+SAMPLE_RATE_HZ = 16_000
+HOP_LENGTH = 160  # samples = 10 ms, one log-mel frame
+CHUNK_S = 30  # Whisper's window
+N_SAMPLES = CHUNK_S * SAMPLE_RATE_HZ  # 480_000 samples in a window
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 log-mel frames in a window
+FRAMES_PER_SECOND = SAMPLE_RATE_HZ // HOP_LENGTH  # 100
+SECONDS_PER_TOKEN = 0.02  # one timestamp step = 2 frames = one encoder position (audio_ctx)
+AUDIO_EXTENSIONS = frozenset(
+    ".wav .flac .mp3 .ogg .oga .opus .m4a .aac .wma .webm .aiff .aif .au .mp4 .mka".split()
+)
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    with sf.SoundFile(str(path)) as f:
+        declared = f.frames
+        data = f.read(dtype="float32", always_2d=True)
+        sr = f.samplerate
+    # libsndfile returns what it could read from a cut-off file without complaint.
+    if declared > 0 and len(data) < declared and f.format not in ("MPEG", "OGG"):
+        raise AudioError(
+            f"{path}: truncated: header declares {declared / sr:.2f} s, only "
+            f"{len(data) / sr:.2f} s could be read; re-export or re-copy the file"
+        )
+    return data, sr
+
+
+def _read_av(path: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    chunks = []
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise AudioError(f"{path}: has no audio stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    data = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return data[:, None], SAMPLE_RATE_HZ
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Decode an audio file to mono float32 at 16 kHz.
+
+    Args:
+        path: any file soundfile or PyAV can decode, any sample rate and channel count.
+    Returns:
+        (samples,) float32 in [-1, 1], 16 kHz; channels averaged.
+    Raises:
+        AudioError: missing, empty (0 bytes), not audio, truncated, unreadable, or holding
+            no samples. The message names the file and the reason.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise AudioError(f"{path}: unreadable: {e.strerror}") from None
+    if size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise AudioError(f"{path}: unreadable: {e.strerror}") from None
+    try:
+        data, sr = _read_soundfile(path)
+    except AudioError:
+        raise
+    except Exception as sf_error:  # soundfile raises LibsndfileError/RuntimeError
+        try:
+            data, sr = _read_av(path)
+        except AudioError:
+            raise
+        except ImportError:
+            raise AudioError(f"{path}: not a readable audio file ({sf_error})") from None
+        except Exception as av_error:
+            raise AudioError(f"{path}: not a readable audio file or truncated ({av_error})") from None
+    if data.size == 0:
+        raise AudioError(f"{path}: contains no audio samples (zero length)")
+    audio = data.mean(axis=1).astype(np.float32) if data.shape[1] > 1 else data[:, 0].astype(np.float32)
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples; the file is corrupt")
+    if sr != SAMPLE_RATE_HZ:
+        import librosa
+
+        audio = librosa.resample(audio, orig_sr=sr, target_sr=SAMPLE_RATE_HZ, res_type="soxr_hq")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def audio_duration_s(path: str | Path) -> float:
+    """Duration in seconds from the file header, without decoding; 0.0 if unknown."""
+    try:
+        import soundfile as sf
+
+        return float(sf.info(str(path)).duration)
+    except Exception:
+        pass
+    try:
+        import av
+
+        with av.open(str(path)) as c:
+            return float(c.duration or 0) / 1_000_000
+    except Exception:
+        return 0.0
+
+
+def find_audio_files(paths: list[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) to audio files, sorted, duplicates removed.
+
+    Files named explicitly are kept whatever their extension (so a bad one is reported);
+    inside folders only known audio extensions are taken.
+
+    Raises:
+        AudioError: a path that does not exist.
+    """
+    out: dict[Path, None] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS:
+                    out[f] = None
+        elif p.exists():
+            out[p] = None
+        else:
+            raise AudioError(f"{p}: no such file or folder")
+    return list(out)
+
+
+def log_mel_window(feature_extractor, audio: np.ndarray) -> np.ndarray:
+    """Log-mel of up to 30 s of audio, padded to a full window the way Whisper pads it.
+
+    The log-mel is computed on the content only (plus one hop of zeros), then padded with
+    zeros *in the normalized log-mel domain* up to 3000 frames, as openai-whisper and
+    faster-whisper do; padding the audio with 30 s of zero samples instead (what a plain
+    feature-extractor call does) gives the encoder different input and a worse WER.
+
+    Args:
+        feature_extractor: a `WhisperFeatureExtractor`.
+        audio: (samples,) float32, 16 kHz, at most N_SAMPLES long.
+    Returns:
+        (n_mels, 3000) float32.
+    Source: openai-whisper `transcribe()` (`pad_or_trim` of the mel segment).
+    """
+    if len(audio) > N_SAMPLES:
+        raise ValueError(f"log_mel_window takes at most {N_SAMPLES} samples, got {len(audio)}")
+    content_frames = len(audio) // HOP_LENGTH
+    padded = np.concatenate([audio, np.zeros(HOP_LENGTH, np.float32)])
+    mel = feature_extractor(
+        padded, sampling_rate=SAMPLE_RATE_HZ, padding="longest", return_tensors="np"
+    ).input_features[0][:, :content_frames]
+    out = np.zeros((mel.shape[0], N_FRAMES), np.float32)
+    out[:, : mel.shape[1]] = mel
+    return out

@@ -1,0 +1,24 @@
+"""User-facing errors. The CLI prints `str(error)` on one line and exits non-zero.
+
+Every message says what went wrong and what to do about it.
+"""
+
+
+class AsrAppError(Exception):
+    """Base of every error a user can cause or fix (bad input, missing model, ...)."""
+
+
+class AudioError(AsrAppError):
+    """An audio file is missing, empty, truncated, silent-by-construction or not audio."""
+
+
+class ModelError(AsrAppError):
+    """A model cannot be found, read or converted (missing package, corrupt model.bin)."""
+
+
+class DatasetError(AsrAppError):
+    """A dataset folder or manifest is not in a layout `eval` understands."""
+
+
+class OptionError(AsrAppError):
+    """An option value that cannot work with the chosen model or input."""
