@@ -127,28 +127,6 @@ def audio_duration_s(path: str | Path) -> float:
         return 0.0
 
 
-def find_audio_files(paths: list[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively) to audio files, sorted, duplicates removed.
-
-    Files named explicitly are kept whatever their extension (so a bad one is reported);
-    inside folders only known audio extensions are taken.
-
-    Raises:
-        AudioError: a path that does not exist.
-    """
-    out: dict[Path, None] = {}
-    for p in map(Path, paths):
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS:
-                    out[f] = None
-        elif p.exists():
-            out[p] = None
-        else:
-            raise AudioError(f"{p}: no such file or folder")
-    return list(out)
-
-
 def log_mel_window(feature_extractor, audio: np.ndarray) -> np.ndarray:
     """Log-mel of up to 30 s of audio, padded to a full window the way Whisper pads it.
 

@@ -1,0 +1,3 @@
+from asr_app.cli import main
+import sys
+sys.exit(main())

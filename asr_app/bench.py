@@ -1,0 +1,156 @@
+"""`bench`: real-time factor, peak memory and load time, against faster-whisper in one run.
+
+Each engine runs in a fresh subprocess so its peak resident memory (ru_maxrss) is its own.
+Both engines decode the same audio with the same weights, threads and decoding settings
+(greedy unless told, timestamps on, temperature fallback, no VAD, no previous-text
+conditioning). A benchmark reports; it fails nothing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure.
+
+    Attributes:
+        model: model name or folder (same weights for every engine).
+        audio: [(id, path, reference text or None)].
+        threads: CPU threads for every engine.
+        beam_size: 1 is greedy.
+        engines: ("asr-app", "faster-whisper:float32", "faster-whisper:int8", ...).
+        device: "cpu" or "cuda".
+    """
+
+    model: str
+    audio: tuple[tuple[str, str, str | None], ...]
+    threads: int = 2
+    beam_size: int = 1
+    engines: tuple[str, ...] = ("asr-app",)
+    device: str = "cpu"
+
+
+@dataclass
+class EngineResult:
+    """One engine's figures. rtf = decode_s / audio_s; wer in percent (None without references)."""
+
+    engine: str
+    load_s: float = 0.0
+    audio_s: float = 0.0
+    decode_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    wer: float | None = None
+    utterances: int = 0
+    error: str | None = None
+    hypotheses: dict = field(default_factory=dict)
+
+    @property
+    def rtf(self) -> float:
+        return self.decode_s / self.audio_s if self.audio_s else 0.0
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def _run_asr_app(cfg: BenchConfig) -> EngineResult:
+    from asr_app.audio import load_audio
+    from asr_app.decoding import DecodingOptions
+    from asr_app.transcribe import TranscribeOptions, Transcriber
+
+    res = EngineResult("asr-app")
+    t0 = time.perf_counter()
+    tr = Transcriber(TranscribeOptions(model=cfg.model, device=cfg.device, threads=cfg.threads, vad=False,
+                                       decoding=DecodingOptions(beam_size=cfg.beam_size)))
+    res.load_s = time.perf_counter() - t0
+    for uid, path, _ in cfg.audio:
+        audio = load_audio(path)
+        t = tr.transcribe_audio(audio)
+        res.decode_s += t.decode_time_s
+        res.audio_s += t.duration_s
+        res.hypotheses[uid] = t.text
+    return res
+
+
+def _run_faster_whisper(cfg: BenchConfig, compute_type: str) -> EngineResult:
+    from faster_whisper import WhisperModel
+
+    from asr_app.audio import load_audio
+    from asr_app.models import find_model
+
+    res = EngineResult(f"faster-whisper:{compute_type}")
+    source = find_model(cfg.model)
+    if source.kind != "ct2" or len(source.model_files) != 1:
+        res.error = "faster-whisper needs a single-file CTranslate2 model folder (tiny.en or a CT2 folder)"
+        return res
+    t0 = time.perf_counter()
+    model = WhisperModel(source.location, device=cfg.device, compute_type=compute_type, cpu_threads=cfg.threads)
+    res.load_s = time.perf_counter() - t0
+    for uid, path, _ in cfg.audio:
+        audio = load_audio(path)
+        t1 = time.perf_counter()
+        segments, info = model.transcribe(audio, beam_size=cfg.beam_size, language="en" if not model.model.is_multilingual else None,
+                                          vad_filter=False, condition_on_previous_text=False)
+        text = "".join(s.text for s in segments).strip()
+        res.decode_s += time.perf_counter() - t1
+        res.audio_s += len(audio) / 16000
+        res.hypotheses[uid] = text
+    return res
+
+
+def _engine_main(cfg: BenchConfig, engine: str) -> EngineResult:
+    """Entry point of an engine subprocess."""
+    try:
+        if engine == "asr-app":
+            res = _run_asr_app(cfg)
+        elif engine.startswith("faster-whisper"):
+            res = _run_faster_whisper(cfg, engine.partition(":")[2] or "float32")
+        else:
+            res = EngineResult(engine, error=f"unknown engine {engine!r}")
+    except ImportError as e:
+        res = EngineResult(engine, error=f"not installed ({e.name}); pip install 'ownvoice-asr[bench]'")
+    except Exception as e:  # a benchmark reports, it fails nothing
+        res = EngineResult(engine, error=f"{type(e).__name__}: {e}")
+    res.peak_rss_mb = _peak_rss_mb()
+    res.utterances = len(res.hypotheses)
+    return res
+
+
+def run_bench(cfg: BenchConfig) -> list[EngineResult]:
+    """Run every engine in its own process, in order; score WER where references exist."""
+    from asr_app.wer import corpus_wer
+
+    results = []
+    ctx = multiprocessing.get_context("spawn")
+    for engine in cfg.engines:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            res = pool.submit(_engine_main, cfg, engine).result()
+        refs = [(uid, ref) for uid, _, ref in cfg.audio if ref is not None and uid in res.hypotheses]
+        if refs and not res.error:
+            res.wer = 100 * corpus_wer([r for _, r in refs], [res.hypotheses[u] for u, _ in refs]).wer
+        results.append(res)
+    return results
+
+
+def results_to_dict(cfg: BenchConfig, results: list[EngineResult]) -> dict:
+    """JSON-ready report: config, each engine's figures, ratios against the first engine."""
+    base = results[0]
+    rows = []
+    for r in results:
+        d = {k: v for k, v in asdict(r).items() if k != "hypotheses"}
+        d["rtf"] = round(r.rtf, 4)
+        if not r.error and not base.error and r is not base and r.rtf:
+            d["rtf_ratio_vs_first"] = round(base.rtf / r.rtf, 3)
+            d["peak_rss_ratio_vs_first"] = round(base.peak_rss_mb / r.peak_rss_mb, 3)
+        rows.append(d)
+    return {"model": cfg.model, "threads": cfg.threads, "beam_size": cfg.beam_size,
+            "utterances": len(cfg.audio), "engines": rows}

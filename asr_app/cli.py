@@ -1,0 +1,264 @@
+"""`asr-app` command line: parses, builds option dataclasses, calls the library, formats.
+
+Every user-facing failure is one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from asr_app.errors import AsrAppError
+
+EXIT_FAILURES = 1  # some inputs failed, the rest were processed
+EXIT_USAGE = 2
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from asr_app.models import BUILTIN_MODELS, DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"built-in name ({', '.join(BUILTIN_MODELS)}; default {DEFAULT_MODEL}), "
+                        "a CTranslate2 or Hugging Face model folder, or a hub id")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+
+
+def _add_decoding_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--language", default=None, help="language code, e.g. en, fr (multilingual models); "
+                                                     "default: detect")
+    p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    p.add_argument("--beam-size", type=int, default=1, help="1 = greedy (default)")
+    p.add_argument("--temperature", type=float, nargs="+", default=None,
+                   help="temperatures for fallback decoding (default: 0 0.2 0.4 0.6 0.8 1.0)")
+    p.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
+    p.add_argument("--condition-on-previous-text", action="store_true",
+                   help="prompt each 30 s window with the previous window's text")
+
+
+def _transcribe_options(args, vad: bool):
+    from asr_app.decoding import DecodingOptions
+    from asr_app.transcribe import TranscribeOptions
+
+    dec = DecodingOptions(language=args.language, task=args.task, beam_size=args.beam_size,
+                          without_timestamps=args.without_timestamps,
+                          **({"temperatures": tuple(args.temperature)} if args.temperature else {}))
+    return TranscribeOptions(model=args.model, device=args.device, threads=args.threads, decoding=dec, vad=vad,
+                             condition_on_previous_text=args.condition_on_previous_text)
+
+
+# -- transcribe ----------------------------------------------------------------------------
+class _TqdmProgress:
+    """Progress bar over audio seconds: files done, audio hours done, ETA, running RTF."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.files_done = 0
+        self.audio_done_s = 0.0
+        self.decode_s = 0.0
+
+    def start(self, total_files: int, total_audio_s: float) -> None:
+        from tqdm import tqdm
+
+        self.total_files = total_files
+        self.bar = tqdm(total=round(total_audio_s, 1), unit="audio-s", disable=not self.enabled or total_files == 0,
+                        file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}{postfix}]")
+        self._postfix()
+
+    def _postfix(self):
+        rtf = self.decode_s / self.audio_done_s if self.audio_done_s else 0.0
+        self.bar.set_postfix_str(f"files {self.files_done}/{self.total_files}, "
+                                 f"{self.audio_done_s / 3600:.3f} h done, RTF {rtf:.3f}")
+
+    def file_done(self, job, transcript, audio_s: float, error: str | None) -> None:
+        self.files_done += 1
+        if transcript is not None:
+            self.audio_done_s += transcript.duration_s
+            self.decode_s += transcript.decode_time_s
+        if error:
+            self.bar.write(f"error: {error}", file=sys.stderr)
+        self.bar.update(round(audio_s, 1))
+        self._postfix()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_transcribe(args) -> int:
+    from asr_app.batch import plan_jobs, run_batch
+    from asr_app.outputs import FORMATS
+    from asr_app.transcribe import Transcriber
+
+    if args.live:
+        raise AsrAppError("--live is not available yet (issue 4); transcribe files instead")
+    if not args.paths:
+        raise AsrAppError("give at least one audio file or folder to transcribe")
+    formats = FORMATS if "all" in args.format else tuple(dict.fromkeys(args.format))
+    jobs = plan_jobs(args.paths, Path(args.output_dir))
+    transcriber = Transcriber(_transcribe_options(args, vad=not args.no_vad))
+
+    def show(job, transcript):
+        progress.bar.write(f"{job.audio}", file=sys.stdout)
+        for s in transcript.segments:
+            progress.bar.write(f"  [{s.start_s:8.2f} --> {s.end_s:8.2f}] {s.text.strip()}", file=sys.stdout)
+        if not transcript.segments:
+            progress.bar.write("  (no speech)", file=sys.stdout)
+
+    progress = _TqdmProgress(enabled=not args.quiet)
+    result = run_batch(jobs, transcriber, formats, overwrite=args.overwrite, progress=progress,
+                       on_transcript=None if args.quiet else show)
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} file(s) already transcribed in {args.output_dir} "
+              "(--overwrite to redo)", file=sys.stderr)
+    print(f"transcribed {len(result.done)} file(s) into {args.output_dir}", file=sys.stderr)
+    if result.failed:
+        print(f"{len(result.failed)} file(s) failed:", file=sys.stderr)
+        for path, reason in result.failed.items():
+            print(f"  {reason}", file=sys.stderr)
+        return EXIT_FAILURES
+    return 0
+
+
+# -- eval ----------------------------------------------------------------------------------
+def cmd_eval(args) -> int:
+    from tqdm import tqdm
+
+    from asr_app.datasets import load_dataset
+    from asr_app.evaluate import evaluate
+    from asr_app.outputs import atomic_write_text
+    from asr_app.transcribe import Transcriber
+
+    utts = load_dataset(args.dataset, args.filter, args.limit)
+    transcriber = Transcriber(_transcribe_options(args, vad=args.vad))
+    name = args.dataset + (f" [{args.filter}]" if args.filter else "")
+    with tqdm(total=len(utts), unit="utt", file=sys.stderr, disable=args.quiet) as bar:
+        report = evaluate(utts, transcriber, name, on_utterance=lambda row: bar.update(1))
+    t = report.total
+    print(f"model {report.model}  dataset {name}  utterances {len(report.utterances)}  "
+          f"audio {report.audio_s / 60:.2f} min")
+    print(f"WER {100 * t.wer:.2f}%  (S {t.substitutions}, D {t.deletions}, I {t.insertions}, "
+          f"N {t.reference_words})  RTF {report.rtf:.3f}")
+    if len(report.per_speaker) > 1:
+        print(f"{'speaker':>12} {'words':>7} {'WER %':>7}")
+        for spk, c in sorted(report.per_speaker.items()):
+            print(f"{spk:>12} {c.reference_words:>7} {100 * c.wer:>7.2f}")
+    for uid, reason in report.failed.items():
+        print(f"error: {reason}", file=sys.stderr)
+    if args.report:
+        atomic_write_text(Path(args.report), json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        print(f"report written to {args.report}")
+    return EXIT_FAILURES if report.failed else 0
+
+
+# -- bench ---------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from asr_app.bench import BenchConfig, results_to_dict, run_bench
+    from asr_app.datasets import load_dataset
+    from asr_app.errors import DatasetError
+    from asr_app.outputs import atomic_write_text
+
+    target = Path(args.target)
+    try:
+        utts = load_dataset(target, args.filter, args.limit)
+        audio = tuple((u.id, str(u.audio), u.text) for u in utts)
+    except DatasetError:
+        if not target.is_file():
+            raise
+        audio = ((target.name, str(target), None),)
+    engines = ("asr-app",) + tuple(f"faster-whisper:{ct}" for ct in args.faster_whisper)
+    cfg = BenchConfig(model=args.model, audio=audio, threads=args.threads or os.cpu_count() or 1,
+                      beam_size=args.beam_size, engines=engines, device=args.device)
+    print(f"bench: model {cfg.model}, {len(audio)} file(s), {cfg.threads} thread(s), beam {cfg.beam_size}",
+          file=sys.stderr)
+    results = run_bench(cfg)
+    print(f"{'engine':<24} {'load s':>7} {'audio s':>8} {'decode s':>9} {'RTF':>7} {'peak MB':>8} {'WER %':>7}")
+    for r in results:
+        if r.error:
+            print(f"{r.engine:<24} error: {r.error}")
+            continue
+        wer = f"{r.wer:7.2f}" if r.wer is not None else f"{'-':>7}"
+        print(f"{r.engine:<24} {r.load_s:7.2f} {r.audio_s:8.1f} {r.decode_s:9.2f} {r.rtf:7.4f} {r.peak_rss_mb:8.0f} {wer}")
+    base = results[0]
+    for r in results[1:]:
+        if not r.error and not base.error and r.rtf:
+            print(f"asr-app / {r.engine}: RTF ratio {base.rtf / r.rtf:.2f}, peak memory ratio "
+                  f"{base.peak_rss_mb / r.peak_rss_mb:.2f}")
+    if args.report:
+        atomic_write_text(Path(args.report), json.dumps(results_to_dict(cfg, results), indent=2))
+        print(f"report written to {args.report}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from asr_app import __version__
+
+    parser = argparse.ArgumentParser(prog="asr-app", description="On-device Whisper speech recognition.")
+    parser.add_argument("--version", action="version", version=f"asr-app {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files and folders")
+    p.add_argument("paths", nargs="*", help="audio files and folders (searched recursively)")
+    _add_model_args(p)
+    _add_decoding_args(p)
+    p.add_argument("--format", nargs="+", default=["all"], choices=("txt", "srt", "vtt", "json", "tsv", "all"),
+                   help="output formats (default: all)")
+    p.add_argument("--output-dir", default="transcripts", help="where outputs go (default: ./transcripts)")
+    p.add_argument("--overwrite", action="store_true", help="redo files whose outputs already exist")
+    p.add_argument("--no-vad", action="store_true", help="decode silence too (no voice activity detection)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no transcript on stdout")
+    p.add_argument("--live", action="store_true", help="transcribe the microphone live (issue 4)")
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("eval", help="word error rate on a labelled set")
+    p.add_argument("dataset", help="LibriSpeech folder, LJSpeech folder, or manifest .jsonl")
+    _add_model_args(p)
+    _add_decoding_args(p)
+    p.add_argument("--filter", default=None, help="keep utterance ids matching this glob, e.g. 'LJ002-*'")
+    p.add_argument("--limit", type=int, default=None, help="first N utterances only")
+    p.add_argument("--vad", action="store_true", help="apply VAD before decoding (off for eval by default)")
+    p.add_argument("--report", default=None, help="write a JSON report with every utterance here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="RTF, peak memory and load time, beside faster-whisper")
+    p.add_argument("target", help="a dataset (as for eval) or one audio file")
+    _add_model_args(p)
+    p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--filter", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--faster-whisper", nargs="*", default=["float32"], metavar="COMPUTE_TYPE",
+                   help="also run faster-whisper with these compute types (default: float32; none to skip)")
+    p.add_argument("--report", default=None, help="write the figures as JSON here")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point. Returns the exit code."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        return args.func(args)
+    except AsrAppError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILURES if not isinstance(e, ValueError) else EXIT_USAGE
+    except ValueError as e:  # option dataclasses reject bad values with ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; finished files are kept, run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Labelled speech sets: LibriSpeech, LJSpeech and the project's JSON-lines manifest.
+
+Manifest format (one JSON object per line, UTF-8):
+
+    {"audio": "takes/0001.flac", "text": "Exact words read.", "speaker": "lj", "duration_s": 4.21}
+
+`audio` is relative to the manifest's folder (absolute paths are accepted); `id` is
+optional (defaults to the audio path). Enrollment writes this format; `eval` reads it.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from asr_app.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One labelled recording. duration_s is 0.0 when the source does not say."""
+
+    id: str
+    audio: Path
+    text: str
+    speaker: str
+    duration_s: float = 0.0
+
+
+def read_librispeech(root: Path) -> list[Utterance]:
+    """`<speaker>/<chapter>/<speaker>-<chapter>.trans.txt` with `<id> <TEXT>` lines."""
+    out = []
+    for trans in sorted(root.rglob("*.trans.txt")):
+        for line in trans.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            uid, _, text = line.strip().partition(" ")
+            audio = trans.parent / f"{uid}.flac"
+            if not audio.exists():
+                raise DatasetError(f"{trans}: audio {audio.name} listed but missing")
+            out.append(Utterance(uid, audio, text, uid.split("-")[0]))
+    return out
+
+
+def read_ljspeech(root: Path) -> list[Utterance]:
+    """`metadata.csv` (`ID|raw text|normalized text`) and `wavs/<ID>.(wav|flac)`; uses the normalized text."""
+    out = []
+    with open(root / "metadata.csv", encoding="utf-8", newline="") as f:
+        for row in csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE):
+            if not row:
+                continue
+            if len(row) < 2:
+                raise DatasetError(f"{root / 'metadata.csv'}: bad row {row!r}")
+            uid, text = row[0], row[2] if len(row) > 2 and row[2] else row[1]
+            audio = next((p for ext in ("flac", "wav") if (p := root / "wavs" / f"{uid}.{ext}").exists()), None)
+            if audio is None:
+                raise DatasetError(f"{root}: audio for {uid} not found under wavs/")
+            out.append(Utterance(uid, audio, text, "ljspeech"))
+    return out
+
+
+def read_manifest(path: Path) -> list[Utterance]:
+    """The project's JSON-lines manifest (see module docstring)."""
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            audio = Path(row["audio"])
+            text = row["text"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DatasetError(f"{path}:{n}: not a manifest line ({e}); expected {{\"audio\": ..., \"text\": ...}}") from None
+        audio = audio if audio.is_absolute() else path.parent / audio
+        out.append(Utterance(str(row.get("id", row["audio"])), audio, text, str(row.get("speaker", "")),
+                             float(row.get("duration_s", 0.0))))
+    return out
+
+
+def load_dataset(path: str | Path, filter_glob: str | None = None, limit: int | None = None) -> list[Utterance]:
+    """Read a labelled set in any supported layout, detected from what is on disk.
+
+    Args:
+        path: a LibriSpeech-style folder, an LJSpeech folder, a manifest `.jsonl` file,
+            or a folder holding `manifest.jsonl`.
+        filter_glob: keep utterances whose id matches (e.g. "LJ002-*").
+        limit: keep the first N after filtering.
+    Raises:
+        DatasetError: nothing recognizable, or no utterance left after filtering.
+    """
+    path = Path(path)
+    if path.is_file():
+        utts = read_manifest(path)
+    elif (path / "manifest.jsonl").is_file():
+        utts = read_manifest(path / "manifest.jsonl")
+    elif (path / "metadata.csv").is_file():
+        utts = read_ljspeech(path)
+    elif path.is_dir() and next(path.rglob("*.trans.txt"), None) is not None:
+        utts = read_librispeech(path)
+    elif not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    else:
+        raise DatasetError(
+            f"{path}: not a dataset: expected LibriSpeech (*.trans.txt), LJSpeech (metadata.csv) "
+            "or a manifest (.jsonl)"
+        )
+    if filter_glob:
+        utts = [u for u in utts if fnmatch.fnmatchcase(u.id, filter_glob)]
+    if limit is not None:
+        utts = utts[:limit]
+    if not utts:
+        raise DatasetError(f"{path}: no utterances" + (f" match {filter_glob!r}" if filter_glob else ""))
+    return utts

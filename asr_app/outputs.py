@@ -1,0 +1,89 @@
+"""Transcript writers (txt, srt, vtt, json, tsv), each file written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from asr_app.transcribe import Transcript
+
+FORMATS = ("txt", "srt", "vtt", "json", "tsv")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and a rename.
+
+    A crash leaves either the old file or the new one, never half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clock(t_s: float, sep: str) -> str:
+    ms = int(round(t_s * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def format_txt(t: Transcript) -> str:
+    """One line per segment."""
+    return "".join(s.text.strip() + "\n" for s in t.segments)
+
+
+def format_srt(t: Transcript) -> str:
+    """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`."""
+    cues = [
+        f"{i}\n{_clock(s.start_s, ',')} --> {_clock(s.end_s, ',')}\n{s.text.strip()}\n"
+        for i, s in enumerate(t.segments, 1)
+    ]
+    return "\n".join(cues)
+
+
+def format_vtt(t: Transcript) -> str:
+    """WebVTT: header then `HH:MM:SS.mmm --> HH:MM:SS.mmm` cues."""
+    cues = [f"{_clock(s.start_s, '.')} --> {_clock(s.end_s, '.')}\n{s.text.strip()}\n" for s in t.segments]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def format_tsv(t: Transcript) -> str:
+    """Tab-separated `start_ms end_ms text`, as openai-whisper writes it."""
+    rows = ["start\tend\ttext"]
+    rows += [
+        f"{round(s.start_s * 1000)}\t{round(s.end_s * 1000)}\t{s.text.strip().replace(chr(9), ' ')}"
+        for s in t.segments
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def format_json(t: Transcript) -> str:
+    """Metadata (model, duration, RTF, language) and segments with start/end seconds."""
+    return json.dumps(t.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+WRITERS = {"txt": format_txt, "srt": format_srt, "vtt": format_vtt, "json": format_json, "tsv": format_tsv}
+
+
+def output_paths(stem: Path, formats: tuple[str, ...]) -> list[Path]:
+    """`stem` with each format's extension appended (stem has no extension)."""
+    return [stem.with_name(stem.name + "." + f) for f in formats]
+
+
+def write_transcript(t: Transcript, stem: Path, formats: tuple[str, ...]) -> list[Path]:
+    """Write `t` in every format to `<stem>.<format>`; returns the paths written."""
+    paths = output_paths(stem, formats)
+    for fmt, path in zip(formats, paths):
+        atomic_write_text(path, WRITERS[fmt](t))
+    return paths

