@@ -24,20 +24,50 @@ AUDIO_EXTENSIONS = frozenset(
 )
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
+    """Decode with libsndfile; None when libsndfile does not recognize the format."""
     import soundfile as sf
 
-    with sf.SoundFile(str(path)) as f:
-        declared = f.frames
-        data = f.read(dtype="float32", always_2d=True)
-        sr = f.samplerate
-    # libsndfile returns what it could read from a cut-off file without complaint.
-    if declared > 0 and len(data) < declared and f.format not in ("MPEG", "OGG"):
-        raise AudioError(
-            f"{path}: truncated: header declares {declared / sr:.2f} s, only "
-            f"{len(data) / sr:.2f} s could be read; re-export or re-copy the file"
-        )
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception:  # LibsndfileError / RuntimeError: not a format libsndfile knows
+        return None
+    with f:
+        declared, sr = f.frames, f.samplerate
+        try:
+            data = f.read(dtype="float32", always_2d=True)
+        except Exception as e:  # a known format that breaks off mid-stream
+            raise AudioError(f"{path}: truncated or corrupt {f.format} file ({e}); re-export or re-copy it") from None
+    if f.format == "WAV":
+        _check_riff_complete(path)
     return data, sr
+
+
+def _check_riff_complete(path: Path) -> None:
+    """Raise AudioError when a WAV's data chunk declares more bytes than the file holds.
+
+    libsndfile quietly shortens a cut-off WAV to what is there, so this is checked by hand.
+    """
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"data":
+                available = size - pos - 8
+                if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:
+                    raise AudioError(
+                        f"{path}: truncated: the WAV header declares {chunk_size} bytes of audio, "
+                        f"the file holds {available}; re-export or re-copy the file"
+                    )
+                return
+            pos += 8 + chunk_size + (chunk_size & 1)
 
 
 def _read_av(path: Path) -> tuple[np.ndarray, int]:
@@ -85,19 +115,17 @@ def load_audio(path: str | Path) -> np.ndarray:
             pass
     except OSError as e:
         raise AudioError(f"{path}: unreadable: {e.strerror}") from None
-    try:
-        data, sr = _read_soundfile(path)
-    except AudioError:
-        raise
-    except Exception as sf_error:  # soundfile raises LibsndfileError/RuntimeError
+    decoded = _read_soundfile(path)
+    if decoded is None:
         try:
-            data, sr = _read_av(path)
+            decoded = _read_av(path)
         except AudioError:
             raise
         except ImportError:
-            raise AudioError(f"{path}: not a readable audio file ({sf_error})") from None
-        except Exception as av_error:
-            raise AudioError(f"{path}: not a readable audio file or truncated ({av_error})") from None
+            raise AudioError(f"{path}: not a readable audio file (format unknown to libsndfile)") from None
+        except Exception as e:
+            raise AudioError(f"{path}: not a readable audio file ({type(e).__name__}: {e})") from None
+    data, sr = decoded
     if data.size == 0:
         raise AudioError(f"{path}: contains no audio samples (zero length)")
     audio = data.mean(axis=1).astype(np.float32) if data.shape[1] > 1 else data[:, 0].astype(np.float32)

@@ -65,7 +65,11 @@ def read_ljspeech(root: Path) -> list[Utterance]:
 def read_manifest(path: Path) -> list[Utterance]:
     """The project's JSON-lines manifest (see module docstring)."""
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read manifest ({e})") from None
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -92,7 +96,7 @@ def load_dataset(path: str | Path, filter_glob: str | None = None, limit: int | 
         DatasetError: nothing recognizable, or no utterance left after filtering.
     """
     path = Path(path)
-    if path.is_file():
+    if path.is_file() and path.suffix.lower() in (".jsonl", ".json"):
         utts = read_manifest(path)
     elif (path / "manifest.jsonl").is_file():
         utts = read_manifest(path / "manifest.jsonl")
