@@ -146,7 +146,7 @@ def results_to_dict(cfg: BenchConfig, results: list[EngineResult]) -> dict:
     base = results[0]
     rows = []
     for r in results:
-        d = {k: v for k, v in asdict(r).items() if k != "hypotheses"}
+        d = asdict(r)
         d["rtf"] = round(r.rtf, 4)
         if not r.error and not base.error and r is not base and r.rtf:
             d["rtf_ratio_vs_first"] = round(base.rtf / r.rtf, 3)

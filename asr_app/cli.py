@@ -32,6 +32,7 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
                                                      "default: detect")
     p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy (default)")
+    p.add_argument("--best-of", type=int, default=5, help="candidates sampled at each fallback temperature")
     p.add_argument("--temperature", type=float, nargs="+", default=None,
                    help="temperatures for fallback decoding (default: 0 0.2 0.4 0.6 0.8 1.0)")
     p.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
@@ -44,7 +45,7 @@ def _transcribe_options(args, vad: bool):
     from asr_app.transcribe import TranscribeOptions
 
     dec = DecodingOptions(language=args.language, task=args.task, beam_size=args.beam_size,
-                          without_timestamps=args.without_timestamps,
+                          best_of=args.best_of, without_timestamps=args.without_timestamps,
                           **({"temperatures": tuple(args.temperature)} if args.temperature else {}))
     return TranscribeOptions(model=args.model, device=args.device, threads=args.threads, decoding=dec, vad=vad,
                              condition_on_previous_text=args.condition_on_previous_text)

@@ -27,6 +27,7 @@ class DecodingOptions:
         language: ISO code such as "en"; None detects it (multilingual models only).
         task: "transcribe" or "translate" (multilingual models only).
         beam_size: 1 is greedy; >1 is beam search (patience 1, length-normalized score).
+        best_of: candidates sampled at each temperature > 0; the likeliest is kept.
         temperatures: tried in order; the next is used when the result fails the
             compression-ratio or log-probability test (whisper's fallback).
         without_timestamps: decode with `<|notimestamps|>` (no segment times).
@@ -45,6 +46,7 @@ class DecodingOptions:
     language: str | None = None
     task: str = "transcribe"
     beam_size: int = 1
+    best_of: int = 5
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     without_timestamps: bool = False
     suppress_blank: bool = True
@@ -60,6 +62,8 @@ class DecodingOptions:
             raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.best_of < 1:
+            raise ValueError(f"best_of must be >= 1, got {self.best_of}")
         if not self.temperatures or any(t < 0 for t in self.temperatures):
             raise ValueError(f"temperatures must be a non-empty tuple of values >= 0, got {self.temperatures}")
         if not 1 <= self.sample_len <= 448:
@@ -290,7 +294,10 @@ class WindowDecoder:
     def _decode_once(self, audio_features, prompt, temperature, language) -> DecodingResult:
         beams = self.options.beam_size if temperature == 0 else 1
         filt = TokenFilter(self.special, self.suppress, self.blank, len(prompt), self.options)
-        if beams == 1:
+        if temperature > 0:
+            candidates = [self._sample(audio_features, prompt, temperature, filt) for _ in range(self.options.best_of)]
+            tokens, sum_logprob, no_speech = max(candidates, key=lambda c: c[1] / max(len(c[0]), 1))
+        elif beams == 1:
             tokens, sum_logprob, no_speech = self._sample(audio_features, prompt, temperature, filt)
         else:
             tokens, sum_logprob, no_speech = self._beam_search(audio_features, prompt, beams, filt)

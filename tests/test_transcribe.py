@@ -75,3 +75,15 @@ def test_speech_view_stitches_and_maps_times_back():
     assert view.to_original_s(15 / 16_000) == pytest.approx(55 / 16_000)
     assert view.to_original_s(10 / 16_000, is_end=True) == pytest.approx(20 / 16_000)
     assert view.to_original_s(10 / 16_000) == pytest.approx(50 / 16_000)
+
+
+def test_beam_search_transcribes_and_beats_or_matches_greedy_logprob(tiny):
+    from asr_app.audio import log_mel_window
+    from asr_app.decoding import DecodingOptions, WindowDecoder
+
+    require_data(JFK)
+    mel = log_mel_window(tiny.feature_extractor, load_audio(JFK))
+    greedy = WindowDecoder(tiny, DecodingOptions(temperatures=(0.0,))).decode(mel)
+    beam = WindowDecoder(tiny, DecodingOptions(beam_size=4, temperatures=(0.0,))).decode(mel)
+    assert "ask what you can do for your country" in normalize(beam.text)
+    assert beam.avg_logprob >= greedy.avg_logprob - 1e-6  # beam search finds a likelier sequence
