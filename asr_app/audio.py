@@ -6,6 +6,9 @@ PyAV (m4a, aac, webm, ... where installed). Resampling uses librosa (soxr).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,30 @@ SECONDS_PER_TOKEN = 0.02  # one timestamp step = 2 frames = one encoder position
 AUDIO_EXTENSIONS = frozenset(
     ".wav .flac .mp3 .ogg .oga .opus .m4a .aac .wma .webm .aiff .aif .au .mp4 .mka".split()
 )
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence what C decoders (libmpg123, FFmpeg) print straight to file descriptor 2.
+
+    Their "Note: Illegal Audio-MPEG-Header ..." lines would bury the one clear error line
+    a bad file gets. Python-level stderr is untouched.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _read_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
@@ -115,16 +142,18 @@ def load_audio(path: str | Path) -> np.ndarray:
             pass
     except OSError as e:
         raise AudioError(f"{path}: unreadable: {e.strerror}") from None
-    decoded = _read_soundfile(path)
-    if decoded is None:
-        try:
-            decoded = _read_av(path)
-        except AudioError:
-            raise
-        except ImportError:
-            raise AudioError(f"{path}: not a readable audio file (format unknown to libsndfile)") from None
-        except Exception as e:
-            raise AudioError(f"{path}: not a readable audio file ({type(e).__name__}: {e})") from None
+    with _quiet_native_stderr():
+        decoded = _read_soundfile(path)
+        if decoded is None:
+            try:
+                decoded = _read_av(path)
+            except AudioError:
+                raise
+            except ImportError:
+                raise AudioError(f"{path}: not a readable audio file (format unknown to libsndfile)") from None
+            except Exception as e:
+                reason = getattr(e, "strerror", None) or str(e)
+                raise AudioError(f"{path}: not a readable audio file ({reason})") from None
     data, sr = decoded
     if data.size == 0:
         raise AudioError(f"{path}: contains no audio samples (zero length)")

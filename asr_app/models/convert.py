@@ -161,7 +161,7 @@ def build_tokenizer(tokenizer_json: Path):
     try:
         data = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
         tok = Tokenizer.from_file(str(tokenizer_json))
-    except (OSError, ValueError, Exception) as e:  # tokenizers raises a bare Exception
+    except Exception as e:  # OSError, ValueError, or the bare Exception tokenizers raises
         raise ModelError(f"cannot read {tokenizer_json}: {e}") from None
     special = SpecialTokens(data["added_tokens"])
     if tok.get_vocab_size() == special.timestamp_begin:  # (c)

@@ -158,6 +158,7 @@ def converted_dir(source: ModelSource) -> Path:
             json.dumps({"name": source.name, "files": [str(f) for f in source.model_files],
                         "converter_version": CONVERTER_VERSION}, indent=2)
         )
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache entry is ordinary
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished first
