@@ -109,6 +109,9 @@ def _run_faster_whisper(cfg: BenchConfig, compute_type: str) -> EngineResult:
 
 def _engine_main(cfg: BenchConfig, engine: str) -> EngineResult:
     """Entry point of an engine subprocess."""
+    from asr_app.models import quiet_transformers_logging
+
+    quiet_transformers_logging()
     try:
         if engine == "asr-app":
             res = _run_asr_app(cfg)

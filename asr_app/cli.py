@@ -245,10 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     try:
-        from transformers.utils import logging as hf_logging
+        from asr_app.models import quiet_transformers_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        quiet_transformers_logging()
         return args.func(args)
     except AsrAppError as e:
         print(f"error: {e}", file=sys.stderr)

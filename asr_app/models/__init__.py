@@ -9,7 +9,8 @@ from asr_app.errors import ModelError
 from asr_app.models.convert import SpecialTokens
 from asr_app.models.resolver import DEFAULT_MODEL, BUILTIN_MODELS, ModelSource, converted_dir, find_model
 
-__all__ = ["DEFAULT_MODEL", "BUILTIN_MODELS", "WhisperBundle", "load_model", "find_model", "ModelSource"]
+__all__ = ["DEFAULT_MODEL", "BUILTIN_MODELS", "WhisperBundle", "load_model", "find_model", "ModelSource",
+           "quiet_transformers_logging"]
 
 
 @dataclass
@@ -43,6 +44,14 @@ class WhisperBundle:
     def n_mels(self) -> int:
         """Number of log-mel bins the encoder expects (80 or 128)."""
         return self.model.config.num_mel_bins
+
+
+def quiet_transformers_logging() -> None:
+    """Hide transformers' info logs and weight-loading progress bars (for CLI processes)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> WhisperBundle:
