@@ -1,0 +1,39 @@
+"""The multilingual built-in `base` (two PyPI parts): conversion, language detection, prompt."""
+
+import pytest
+
+from asr_app.wer import normalize
+from tests.conftest import JFK, require_data
+
+
+@pytest.fixture(scope="module")
+def base(cache_root):
+    from asr_app.errors import ModelError
+    from asr_app.models import load_model
+
+    try:
+        return load_model("base")
+    except ModelError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.slow
+def test_base_converts_from_two_parts_and_detects_english(base):
+    from asr_app.transcribe import TranscribeOptions, Transcriber
+
+    require_data(JFK)
+    assert base.is_multilingual and base.model.config.d_model == 512
+    assert base.special.languages["en"] == 50259 and len(base.special.languages) >= 99
+    gc = base.model.generation_config
+    assert gc.lang_to_id["<|en|>"] == 50259 and gc.task_to_id["transcribe"] == 50359
+    t = Transcriber(TranscribeOptions(), bundle=base).transcribe_file(JFK)
+    assert t.language == "en"
+    assert "ask not what your country can do for you" in normalize(t.text)
+
+
+def test_base_prompt_has_language_and_task(base):
+    from asr_app.decoding import DecodingOptions, WindowDecoder
+
+    d = WindowDecoder(base, DecodingOptions(language="fr", task="translate"))
+    sp = base.special
+    assert d.prompt("fr") == [sp.sot, sp.languages["fr"], sp.translate]
