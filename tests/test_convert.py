@@ -73,7 +73,7 @@ def test_weights_layout_fused_qkv_and_tied_projection(tiny):
 
 
 def test_conversion_is_cached(tiny, cache_root):
-    entries = [p for p in (cache_root / "converted").iterdir() if not p.name.startswith(".")]
+    entries = [p for p in (cache_root / "converted").iterdir() if p.name.startswith("tiny.en-")]
     assert len(entries) == 1 and (entries[0] / "model.safetensors").is_file()
     assert converted_dir(find_model("tiny.en")) == entries[0]  # second call: no new conversion
 
