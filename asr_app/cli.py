@@ -134,9 +134,19 @@ def cmd_eval(args) -> int:
     from asr_app.outputs import atomic_write_text
     from asr_app.transcribe import Transcriber
 
-    utts = load_dataset(args.dataset, args.filter, args.limit)
+    split = args.split
+    if args.profile or args.profile_dir:
+        from asr_app.enroll.profile import Profile, profile_path
+
+        if args.dataset:
+            raise AsrAppError("give either a DATASET or --profile, not both")
+        args.dataset = str(Profile.open(profile_path(args.profile, args.profile_dir)).path / "manifest.jsonl")
+        split = split or "heldout"
+    if not args.dataset:
+        raise AsrAppError("give a DATASET (folder or manifest) or --profile NAME")
+    utts = load_dataset(args.dataset, args.filter, args.limit, split=split)
     transcriber = Transcriber(_transcribe_options(args, vad=args.vad))
-    name = args.dataset + (f" [{args.filter}]" if args.filter else "")
+    name = args.dataset + (f" [{args.filter}]" if args.filter else "") + (f" split={split}" if split else "")
     with tqdm(total=len(utts), unit="utt", file=sys.stderr, disable=args.quiet) as bar:
         report = evaluate(utts, transcriber, name, on_utterance=lambda row: bar.update(1))
     t = report.total
@@ -195,6 +205,115 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# -- enroll / profiles ------------------------------------------------------------------------
+def _asr_check(args):
+    """audio -> text with the chosen model, for the misreading check; None when disabled."""
+    if args.no_asr_check:
+        return None
+    from asr_app.transcribe import TranscribeOptions, Transcriber
+
+    transcriber = Transcriber(TranscribeOptions(model=args.model, device=args.device, threads=args.threads, vad=False))
+    return lambda audio: transcriber.transcribe_audio(audio).text
+
+
+def cmd_enroll(args) -> int:
+    from asr_app.enroll.profile import Profile, profile_path
+    from asr_app.enroll.quality import QualityOptions
+    from asr_app.enroll.session import profile_progress
+
+    path = profile_path(args.profile, args.profile_dir)
+    if args.status:
+        profile = Profile.open(path)
+        print(f"profile {path}")
+        print(profile_progress(profile, args.target_hours).summary())
+        return 0
+    profile = Profile.create_or_open(path, speaker=args.speaker or args.profile or path.name)
+    quality = QualityOptions(max_wer=args.max_wer)
+    if args.import_dir:
+        return _enroll_import(args, profile, quality)
+    return _enroll_record(args, profile, quality)
+
+
+def _enroll_import(args, profile, quality) -> int:
+    from tqdm import tqdm
+
+    from asr_app.datasets import load_dataset
+    from asr_app.enroll.importer import import_utterances
+    from asr_app.enroll.session import profile_progress
+
+    utts = load_dataset(args.import_dir, args.filter, args.limit)
+    check = _asr_check(args)
+    with tqdm(total=len(utts), unit="utt", file=sys.stderr, disable=args.quiet) as bar:
+        def progress(utt, rejected):
+            if rejected:
+                bar.write(f"rejected {utt.id}: {rejected}", file=sys.stderr)
+            bar.update(1)
+
+        result = import_utterances(profile, utts, check, quality, on_progress=progress)
+    print(f"imported {result.kept} take(s), {result.kept_s / 60:.2f} min, into {profile.path}"
+          + (f"; {result.already} already there" if result.already else "")
+          + (f"; {len(result.rejected)} rejected" if result.rejected else ""))
+    print(profile_progress(profile, args.target_hours).summary())
+    return 0
+
+
+def _enroll_record(args, profile, quality) -> int:
+    from asr_app.enroll.prompts import builtin_prompts, prompts_from_file
+    from asr_app.enroll.session import EnrollSession, run_session
+    from asr_app.sources import FileSource
+
+    prompts = prompts_from_file(args.prompts) if args.prompts else builtin_prompts()
+    if args.input:
+        source = FileSource(args.input, speed=args.speed)
+    else:
+        from asr_app.tui.microphone import MicrophoneSource
+
+        source = MicrophoneSource()
+    session = EnrollSession(profile, prompts, _asr_check(args), quality, target_hours=args.target_hours,
+                            source=source.name if args.input else "mic")
+    if session.current is None:
+        print("every prompt has been recorded or skipped: give more text with --prompts FILE")
+        return 0
+    if args.no_tui:
+        def on_event(kind, payload):
+            if kind == "prompt" and payload is not None:
+                print(f"read: {payload.text}", flush=True)
+            elif kind == "take":
+                take = f" as take {payload.take.take_id}" if payload.take else ""
+                print(f"  {payload.report.summary()}{take}", flush=True)
+            elif kind == "info":
+                print(f"  {payload}", flush=True)
+
+        why = run_session(session, source, on_event)
+        print(f"session ended ({why}). {session.progress().summary()}")
+        return 0
+    from asr_app.tui.enroll_app import EnrollApp
+
+    EnrollApp(session, source).run()
+    print(session.progress().summary())
+    return 0
+
+
+def cmd_profiles(args) -> int:
+    from asr_app.enroll.profile import Profile, profiles_root
+
+    root = profiles_root()
+    found = sorted(p for p in root.iterdir() if (p / "profile.json").is_file()) if root.is_dir() else []
+    if not found:
+        print(f"no profiles yet in {root}: create one with `asr-app enroll --profile NAME`")
+        return 0
+    print(f"{'profile':<16} {'hours':>7} {'takes':>6} {'held out':>8} {'sessions':>8}  models")
+    for path in found:
+        prof = Profile(path)
+        meta = prof.meta()
+        takes = prof.takes()
+        hours = sum(t.duration_s for t in takes) / 3600
+        models = ", ".join(m.get("name", "?") for m in meta.get("models", [])) or "-"
+        print(f"{path.name:<16} {hours:>7.2f} {len(takes):>6} {sum(t.split == 'heldout' for t in takes):>8} "
+              f"{meta.get('sessions', 0):>8}  {models}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from asr_app import __version__
@@ -217,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("eval", help="word error rate on a labelled set")
-    p.add_argument("dataset", help="LibriSpeech folder, LJSpeech folder, or manifest .jsonl")
+    p.add_argument("dataset", nargs="?", help="LibriSpeech folder, LJSpeech folder, or manifest .jsonl")
+    p.add_argument("--profile", default=None, help="evaluate an enrollment profile's held-out takes")
+    p.add_argument("--profile-dir", default=None, help="a profile folder outside the default place")
+    p.add_argument("--split", default=None, choices=("train", "heldout"), help="manifest split to evaluate")
     _add_model_args(p)
     _add_decoding_args(p)
     p.add_argument("--filter", default=None, help="keep utterance ids matching this glob, e.g. 'LJ002-*'")
@@ -237,6 +359,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run faster-whisper with these compute types (default: float32; none to skip)")
     p.add_argument("--report", default=None, help="write the figures as JSON here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("enroll", help="record (or import) your voice into a profile")
+    p.add_argument("--profile", default=None, help="profile name (kept in the user data folder)")
+    p.add_argument("--profile-dir", default=None, help="keep the profile in this folder instead")
+    p.add_argument("--speaker", default=None, help="speaker name stored in the profile (default: profile name)")
+    p.add_argument("--prompts", default=None, help="text file to read from (split into sentences) "
+                                                   "instead of the built-in prompts")
+    p.add_argument("--target-hours", type=float, default=8.0, help="enrollment target (default 8)")
+    p.add_argument("--input", default=None, help="read this audio file instead of the microphone")
+    p.add_argument("--speed", type=float, default=1.0, help="with --input: 1 = real time, 0 = as fast as possible")
+    p.add_argument("--import", dest="import_dir", default=None,
+                   help="import recordings with transcripts (LibriSpeech, LJSpeech or manifest)")
+    p.add_argument("--filter", default=None, help="with --import: utterance ids matching this glob")
+    p.add_argument("--limit", type=int, default=None, help="with --import: first N utterances")
+    p.add_argument("--status", action="store_true", help="show progress toward the target and exit")
+    p.add_argument("--no-tui", action="store_true", help="plain text instead of the terminal UI")
+    p.add_argument("--no-asr-check", action="store_true", help="skip the misreading check (no model needed)")
+    p.add_argument("--max-wer", type=float, default=0.4, help="misreading check: reject takes above this WER")
+    p.add_argument("--quiet", action="store_true")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("profiles", help="list enrollment profiles")
+    p.set_defaults(func=cmd_profiles)
     return parser
 
 

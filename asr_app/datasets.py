@@ -5,7 +5,9 @@ Manifest format (one JSON object per line, UTF-8):
     {"audio": "takes/0001.flac", "text": "Exact words read.", "speaker": "lj", "duration_s": 4.21}
 
 `audio` is relative to the manifest's folder (absolute paths are accepted); `id` is
-optional (defaults to the audio path). Enrollment writes this format; `eval` reads it.
+optional (defaults to the audio path). Enrollment writes this format with extra fields
+(`take_id`, `split` "train"/"heldout", `replaces`, `flagged`, ...); `eval` reads it, drops
+takes that a later line replaces, and can keep one split.
 """
 
 from __future__ import annotations
@@ -62,29 +64,43 @@ def read_ljspeech(root: Path) -> list[Utterance]:
     return out
 
 
-def read_manifest(path: Path) -> list[Utterance]:
-    """The project's JSON-lines manifest (see module docstring)."""
-    out = []
+def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
+    """The project's JSON-lines manifest (see module docstring); `split` keeps one split only."""
+    rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot read manifest ({e})") from None
+    lines = raw.splitlines()
+    partial_last = bool(raw) and not raw.endswith("\n")
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            audio = Path(row["audio"])
-            text = row["text"]
+            row["audio"], row["text"]
         except (ValueError, KeyError, TypeError) as e:
+            if n == len(lines) and partial_last and isinstance(e, ValueError):
+                continue  # a last line cut off by a crash mid-append
             raise DatasetError(f"{path}:{n}: not a manifest line ({e}); expected {{\"audio\": ..., \"text\": ...}}") from None
+        rows.append(row)
+    # enrollment re-records append a new take with "replaces": <old take_id>
+    replaced = {r["replaces"] for r in rows if r.get("replaces") is not None}
+    out = []
+    for row in rows:
+        if row.get("take_id") is not None and row["take_id"] in replaced:
+            continue
+        if split is not None and row.get("split", "train") != split:
+            continue
+        audio = Path(row["audio"])
         audio = audio if audio.is_absolute() else path.parent / audio
-        out.append(Utterance(str(row.get("id", row["audio"])), audio, text, str(row.get("speaker", "")),
+        out.append(Utterance(str(row.get("id", row["audio"])), audio, row["text"], str(row.get("speaker", "")),
                              float(row.get("duration_s", 0.0))))
     return out
 
 
-def load_dataset(path: str | Path, filter_glob: str | None = None, limit: int | None = None) -> list[Utterance]:
+def load_dataset(path: str | Path, filter_glob: str | None = None, limit: int | None = None,
+                 split: str | None = None) -> list[Utterance]:
     """Read a labelled set in any supported layout, detected from what is on disk.
 
     Args:
@@ -92,14 +108,15 @@ def load_dataset(path: str | Path, filter_glob: str | None = None, limit: int | 
             or a folder holding `manifest.jsonl`.
         filter_glob: keep utterances whose id matches (e.g. "LJ002-*").
         limit: keep the first N after filtering.
+        split: for manifests, keep only rows of this split ("train", "heldout").
     Raises:
         DatasetError: nothing recognizable, or no utterance left after filtering.
     """
     path = Path(path)
     if path.is_file() and path.suffix.lower() in (".jsonl", ".json"):
-        utts = read_manifest(path)
+        utts = read_manifest(path, split)
     elif (path / "manifest.jsonl").is_file():
-        utts = read_manifest(path / "manifest.jsonl")
+        utts = read_manifest(path / "manifest.jsonl", split)
     elif (path / "metadata.csv").is_file():
         utts = read_ljspeech(path)
     elif path.is_dir() and next(path.rglob("*.trans.txt"), None) is not None:

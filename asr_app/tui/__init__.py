@@ -1,0 +1,1 @@
+"""Terminal UI (Textual) and audio devices (sounddevice): the only modules importing them."""
