@@ -128,9 +128,9 @@ class Take:
 
     def to_json(self) -> str:
         d = {"id": f"take-{self.take_id:06d}", "take_id": self.take_id, "audio": self.audio, "text": self.text,
-             "speaker": self.speaker, "duration_s": round(self.duration_s, 3), "split": self.split,
+             "speaker": self.speaker, "duration_s": self.duration_s, "split": self.split,
              "session": self.session, "prompt_id": self.prompt_id, "flagged": self.flagged,
-             "recorded_at": round(self.recorded_at, 3), "source": self.source}
+             "recorded_at": self.recorded_at, "source": self.source}
         if self.replaces is not None:
             d["replaces"] = self.replaces
         return json.dumps(d, ensure_ascii=False)
@@ -250,17 +250,17 @@ class Profile:
         take_id = self.next_take_id()
         rel = f"takes/{take_id:06d}.flac"
         write_flac_atomic(self.path / rel, audio)
-        take = Take(take_id, rel, text, len(audio) / SAMPLE_RATE_HZ,
+        take = Take(take_id, rel, text, round(len(audio) / SAMPLE_RATE_HZ, 3),
                     "heldout" if take_id % HELDOUT_EVERY == 0 else "train", session, prompt_id,
                     speaker=self.meta().get("speaker", ""), flagged=flagged, replaces=replaces,
-                    recorded_at=time.time(), source=source)
+                    recorded_at=round(time.time(), 3), source=source)
         self._append_line(take.to_json())
         return take
 
     def set_flag(self, take: Take, flagged: bool = True) -> Take:
         """Flag a take by re-appending it as a replacement with the same audio."""
         new = Take(self.next_take_id(), take.audio, take.text, take.duration_s, take.split, take.session,
-                   take.prompt_id, take.speaker, flagged, take.take_id, time.time(), take.source)
+                   take.prompt_id, take.speaker, flagged, take.take_id, round(time.time(), 3), take.source)
         self._append_line(new.to_json())
         return new
 
