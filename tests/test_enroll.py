@@ -206,3 +206,13 @@ def test_sigkill_mid_session_loses_at_most_the_take_in_progress(tmp_path, lj_cli
     assert final[: len(kept)] == kept
     assert len({t.prompt_id for t in final}) == len(final)
     assert Profile.open(prof).meta()["sessions"] == 2
+
+
+def test_progress_pace_and_time_to_go():
+    from asr_app.enroll.session import Progress
+
+    p = Progress(kept_hours=0.5, takes=400, heldout_takes=40, sessions=2, target_hours=8.0, recording_wall_s=3600)
+    assert p.pace == pytest.approx(0.5)
+    assert p.recording_hours_to_go == pytest.approx(15.0)
+    assert "30 min of 8 h kept (6.2%)" in p.summary() and "about 15 h 00 min of recording to go" in p.summary()
+    assert Progress(0.0, 0, 0, 1, 8.0).recording_hours_to_go is None

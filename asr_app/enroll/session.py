@@ -29,46 +29,63 @@ class TakeOutcome:
 
 @dataclass(frozen=True)
 class Progress:
-    """Progress toward the target. Hours are of kept takes; pace is kept hours per session."""
+    """Progress toward the target.
+
+    Attributes:
+        kept_hours: audio kept, hours.
+        takes, heldout_takes, sessions: counts.
+        target_hours: the enrollment target.
+        recording_wall_s: time spent in recording sessions so far, seconds (this one included).
+        session_kept_s, session_wall_s: this session's kept audio and wall time, seconds.
+    """
 
     kept_hours: float
     takes: int
     heldout_takes: int
     sessions: int
     target_hours: float
-    session_kept_s: float
-    session_wall_s: float
+    recording_wall_s: float = 0.0
+    session_kept_s: float = 0.0
+    session_wall_s: float = 0.0
 
     @property
-    def pace_hours_per_session(self) -> float:
-        return self.kept_hours / self.sessions if self.sessions else 0.0
+    def pace(self) -> float:
+        """Hours of audio kept per hour spent recording (0 when unknown)."""
+        return self.kept_hours * 3600 / self.recording_wall_s if self.recording_wall_s > 60 else 0.0
 
     @property
     def hours_to_go(self) -> float:
         return max(0.0, self.target_hours - self.kept_hours)
 
     @property
-    def sessions_to_go(self) -> float | None:
-        pace = self.pace_hours_per_session
-        return self.hours_to_go / pace if pace > 0 else None
+    def recording_hours_to_go(self) -> float | None:
+        """Hours of recording sessions still needed at the pace so far (None: unknown)."""
+        return self.hours_to_go / self.pace if self.pace > 0 else None
 
     def summary(self) -> str:
         """One line: kept, takes, sessions, pace, time to go."""
-        togo = self.sessions_to_go
-        eta = f", about {togo:.0f} more session(s) at this pace" if togo is not None and self.hours_to_go else ""
-        this = (f"; this session {self.session_kept_s / 60:.1f} min kept in "
-                f"{self.session_wall_s / 60:.1f} min" if self.session_wall_s else "")
-        return (f"{self.kept_hours:.2f} h of {self.target_hours:g} h kept ({100 * self.kept_hours / self.target_hours:.1f}%), "
+        def hm(hours: float) -> str:
+            m = round(hours * 60)
+            return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
+
+        togo = self.recording_hours_to_go
+        pace = (f"; pace {self.pace:.2f} h kept per hour recorded, about {hm(togo)} of recording to go"
+                if togo is not None and self.hours_to_go else "")
+        this = (f"; this session {hm(self.session_kept_s / 3600)} kept in {hm(self.session_wall_s / 3600)}"
+                if self.session_wall_s else "")
+        return (f"{hm(self.kept_hours)} of {self.target_hours:g} h kept ({100 * self.kept_hours / self.target_hours:.1f}%), "
                 f"{self.takes} takes ({self.heldout_takes} held out), {self.sessions} session(s), "
-                f"{self.hours_to_go:.2f} h to go{eta}{this}")
+                f"{hm(self.hours_to_go)} to go{pace}{this}")
 
 
 def profile_progress(profile: Profile, target_hours: float, session_kept_s: float = 0.0,
                      session_wall_s: float = 0.0) -> Progress:
-    """Progress of a profile toward `target_hours`."""
+    """Progress of a profile toward `target_hours` (a running session's figures added)."""
     takes = profile.takes()
+    meta = profile.meta()
     return Progress(sum(t.duration_s for t in takes) / 3600, len(takes), sum(t.split == "heldout" for t in takes),
-                    int(profile.meta().get("sessions", 0)), target_hours, session_kept_s, session_wall_s)
+                    int(meta.get("sessions", 0)), target_hours,
+                    float(meta.get("recording_wall_s", 0.0)) + session_wall_s, session_kept_s, session_wall_s)
 
 
 class EnrollSession:
@@ -181,8 +198,9 @@ class EnrollSession:
         return profile_progress(self.profile, self.target_hours, self._kept_s, time.monotonic() - self._started)
 
     def close(self) -> None:
-        """Refresh the totals in profile.json (takes are already safe on disk)."""
-        self.profile.update_meta()
+        """Add this session's recording time to profile.json and refresh the totals."""
+        wall = float(self.profile.meta().get("recording_wall_s", 0.0)) + time.monotonic() - self._started
+        self.profile.update_meta(recording_wall_s=round(wall, 1))
 
 
 class Command:
