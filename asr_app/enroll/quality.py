@@ -31,7 +31,9 @@ class QualityOptions:
         min_speech_s: less speech than this fails ("too short").
         min_speech_ratio: speech / duration below this fails ("mostly silence").
         max_wer: word error rate of the model's transcript against the prompt above which
-            the take is flagged as misread (None: no check).
+            the take is flagged as misread (None: no check) ...
+        max_cer: ... when the character error rate (spaces removed) is also above this, so
+            that number formatting ("fourteen seventy" / "1470") never rejects a good take.
     """
 
     clip_level: float = 0.999
@@ -42,6 +44,7 @@ class QualityOptions:
     min_speech_s: float = 0.4
     min_speech_ratio: float = 0.3
     max_wer: float | None = 0.4
+    max_cer: float = 0.2
 
     def __post_init__(self):
         if not 0 < self.clip_level <= 1:
@@ -61,6 +64,7 @@ class TakeReport:
     clipped_fraction: float
     transcript: str | None = None
     wer: float | None = None
+    cer: float | None = None
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -104,6 +108,26 @@ def measure_take(audio: np.ndarray, vad_options: VadOptions = VadOptions(min_sil
     return duration_s, mask.sum() / SAMPLE_RATE_HZ, _rms_dbfs(speech), noise_dbfs
 
 
+def reading_errors(prompt: str, transcript: str) -> tuple[float, float]:
+    """(WER, CER without spaces) of a transcript against the prompt, after Whisper's normalizer.
+
+    Brackets are dropped but their words kept (the normalizer would delete bracketed text).
+    """
+    import re
+
+    import jiwer
+
+    from asr_app.wer import normalize, wer_counts
+
+    ref = normalize(re.sub(r"[()\[\]<>{}]", " ", prompt))
+    hyp = normalize(re.sub(r"[()\[\]<>{}]", " ", transcript))
+    c = wer_counts(ref, hyp, normalized=True)
+    wer = c.wer if c.reference_words else 1.0
+    ref_chars, hyp_chars = ref.replace(" ", ""), hyp.replace(" ", "")
+    cer = float(jiwer.cer(ref_chars, hyp_chars)) if ref_chars and hyp_chars else 1.0
+    return wer, cer
+
+
 def check_take(audio: np.ndarray, prompt: str, options: QualityOptions = QualityOptions(),
                transcribe=None, cut_off: bool = False) -> TakeReport:
     """Run every check on a take.
@@ -118,8 +142,6 @@ def check_take(audio: np.ndarray, prompt: str, options: QualityOptions = Quality
     Returns:
         TakeReport; `accepted` when no check failed.
     """
-    from asr_app.wer import wer_counts
-
     duration_s, speech_s, speech_dbfs, noise_dbfs = measure_take(audio)
     clipped = float(np.mean(np.abs(audio) >= options.clip_level)) if len(audio) else 0.0
     r = TakeReport(duration_s, speech_s, speech_dbfs, noise_dbfs, clipped)
@@ -141,8 +163,7 @@ def check_take(audio: np.ndarray, prompt: str, options: QualityOptions = Quality
                              "find a quieter room")
     if transcribe is not None and options.max_wer is not None and speech_s >= options.min_speech_s:
         r.transcript = transcribe(audio)
-        c = wer_counts(prompt, r.transcript)
-        r.wer = c.wer if c.reference_words else 1.0
-        if r.wer > options.max_wer:
+        r.wer, r.cer = reading_errors(prompt, r.transcript)
+        if r.wer > options.max_wer and r.cer > options.max_cer:
             r.reasons.append(f"misread? the model heard {r.transcript.strip()!r} ({100 * r.wer:.0f}% WER)")
     return r
