@@ -60,7 +60,7 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
     except Exception:  # LibsndfileError / RuntimeError: not a format libsndfile knows
         return None
     with f:
-        declared, sr = f.frames, f.samplerate
+        sr = f.samplerate
         try:
             data = f.read(dtype="float32", always_2d=True)
         except Exception as e:  # a known format that breaks off mid-stream

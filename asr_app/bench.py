@@ -14,7 +14,6 @@ import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True)

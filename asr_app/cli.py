@@ -119,7 +119,7 @@ def cmd_transcribe(args) -> int:
     print(f"transcribed {len(result.done)} file(s) into {args.output_dir}", file=sys.stderr)
     if result.failed:
         print(f"{len(result.failed)} file(s) failed:", file=sys.stderr)
-        for path, reason in result.failed.items():
+        for reason in result.failed.values():
             print(f"  {reason}", file=sys.stderr)
         return EXIT_FAILURES
     return 0
@@ -158,7 +158,7 @@ def cmd_eval(args) -> int:
         print(f"{'speaker':>12} {'words':>7} {'WER %':>7}")
         for spk, c in sorted(report.per_speaker.items()):
             print(f"{spk:>12} {c.reference_words:>7} {100 * c.wer:>7.2f}")
-    for uid, reason in report.failed.items():
+    for reason in report.failed.values():
         print(f"error: {reason}", file=sys.stderr)
     if args.report:
         atomic_write_text(Path(args.report), json.dumps(report.to_dict(), indent=2, ensure_ascii=False))

@@ -1,7 +1,6 @@
 """The `asr-app` commands as a user runs them: batch with bad files, resume, eval, bench, errors."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest

@@ -9,7 +9,7 @@ import pytest
 from asr_app.datasets import load_dataset
 from asr_app.errors import DatasetError
 from asr_app.wer import corpus_wer, normalize, wer_counts
-from tests.conftest import DATA, LJSPEECH, TEST_CLEAN, require_data
+from tests.conftest import LJSPEECH, TEST_CLEAN, require_data
 
 
 def test_librispeech_layout():

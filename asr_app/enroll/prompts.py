@@ -177,14 +177,15 @@ class Coverage:
         """
         units = {p.id: self.units(p.text)[:3] for p in prompts}
         seen_ph, seen_pairs, seen_words = set(), set(), set()
+
+        def gain(p: Prompt, ph: set, pairs: set, words: set) -> float:
+            a, b, c = units[p.id]
+            return (20 * len(a - ph) + len(b - pairs) + 2 * len(c - words)) / p.est_duration_s
+
         left = list(prompts)
         out = []
         while left:
-            def gain(p: Prompt) -> float:
-                a, b, c = units[p.id]
-                return (20 * len(a - seen_ph) + len(b - seen_pairs) + 2 * len(c - seen_words)) / p.est_duration_s
-
-            best = max(left, key=gain)
+            best = max(left, key=lambda p: gain(p, seen_ph, seen_pairs, seen_words))
             left.remove(best)
             out.append(best)
             a, b, c = units[best.id]
