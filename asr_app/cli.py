@@ -167,7 +167,56 @@ def cmd_eval(args) -> int:
 
 
 # -- bench ---------------------------------------------------------------------------------
+def cmd_bench_live(args) -> int:
+    """Replay through the streaming transcriber on a simulated clock (see streaming_bench)."""
+    import torch
+
+    from asr_app.audio import audio_duration_s, load_audio
+    from asr_app.datasets import load_dataset
+    from asr_app.errors import DatasetError
+    from asr_app.models import load_model
+    from asr_app.outputs import atomic_write_text
+    from asr_app.streaming_bench import live_bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    target = Path(args.target)
+    bundle = load_model(args.model, args.device)
+    try:
+        utts = load_dataset(target, args.filter, args.limit)
+    except DatasetError:
+        if not target.is_file():
+            raise
+        utts = None
+    if utts is not None:
+        chosen, total = [], 0.0
+        for u in utts:  # clips in order until --minutes of audio
+            chosen.append(u)
+            total += audio_duration_s(u.audio) + 0.6
+            if total >= args.minutes * 60:
+                break
+        result = live_bench(bundle, clips=[load_audio(u.audio) for u in chosen],
+                            reference=" ".join(u.text for u in chosen))
+        result["clips"] = len(chosen)
+    else:
+        result = live_bench(bundle, audio=load_audio(target))
+    result = {"model": bundle.name, "target": str(target), **result}
+    print(f"live bench: model {bundle.name}, {result['audio_s'] / 60:.2f} min of audio, {result['phrases']} phrases")
+    print(f"end-of-phrase latency: median {result['eop_latency_median_s']} s, p90 {result['eop_latency_p90_s']} s")
+    print(f"word emission lag:     median {result['word_lag_median_s']} s, p90 {result['word_lag_p90_s']} s")
+    print(f"RTF {result['rtf']} (offline {result['offline_rtf']}), flicker {result['flicker_words']} of "
+          f"{result['tentative_words_shown']} tentative words ({100 * result['flicker_rate']:.1f}%)")
+    if "streaming_wer" in result:
+        print(f"WER: streaming {result['streaming_wer']:.2f}%, offline {result['offline_wer']:.2f}% (same audio)")
+    if args.report:
+        atomic_write_text(Path(args.report), json.dumps(result, indent=2, ensure_ascii=False))
+        print(f"report written to {args.report}")
+    return 0
+
+
 def cmd_bench(args) -> int:
+    if args.live:
+        return cmd_bench_live(args)
     from asr_app.bench import BenchConfig, results_to_dict, run_bench
     from asr_app.datasets import load_dataset
     from asr_app.errors import DatasetError
@@ -358,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faster-whisper", nargs="*", default=["float32"], metavar="COMPUTE_TYPE",
                    help="also run faster-whisper with these compute types (default: float32; none to skip)")
     p.add_argument("--report", default=None, help="write the figures as JSON here")
+    p.add_argument("--live", action="store_true",
+                   help="streaming figures instead: latency, word lag, RTF, flicker, streaming vs offline WER")
+    p.add_argument("--minutes", type=float, default=5.0, help="with --live on a dataset: minutes of clips to join")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("enroll", help="record (or import) your voice into a profile")
