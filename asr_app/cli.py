@@ -96,7 +96,7 @@ def cmd_transcribe(args) -> int:
     from asr_app.transcribe import Transcriber
 
     if args.live:
-        raise AsrAppError("--live is not available yet (issue 4); transcribe files instead")
+        return cmd_live(args)
     if not args.paths:
         raise AsrAppError("give at least one audio file or folder to transcribe")
     formats = FORMATS if "all" in args.format else tuple(dict.fromkeys(args.format))
@@ -122,6 +122,63 @@ def cmd_transcribe(args) -> int:
         for reason in result.failed.values():
             print(f"  {reason}", file=sys.stderr)
         return EXIT_FAILURES
+    return 0
+
+
+def cmd_live(args) -> int:
+    """`transcribe --live`: microphone (or --input FILE) through the streaming transcriber."""
+    import torch
+
+    from asr_app.live import LiveSession, run_live
+    from asr_app.models import load_model
+    from asr_app.sources import FileSource
+
+    if args.paths:
+        raise AsrAppError("--live takes no PATH; use --input FILE to replay a file")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reference = None
+    if args.reference:
+        try:
+            reference = Path(args.reference).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise AsrAppError(f"--reference {args.reference}: cannot read it as UTF-8 text ({e})") from None
+    prompts = None
+    if args.read_along:
+        from asr_app.enroll.prompts import builtin_prompts
+
+        prompts = [p.text for p in builtin_prompts()]
+    if args.input:
+        source = FileSource(args.input, speed=args.speed)
+    else:
+        from asr_app.tui.microphone import MicrophoneSource
+
+        source = MicrophoneSource()
+    session = LiveSession(load_model(args.model, args.device), reference=reference, prompts=prompts)
+    save_dir = Path(args.save_dir) if args.save_dir else None
+    if args.no_tui:
+        if prompts:
+            print(f"read: {session.current_prompt}", file=sys.stderr)
+
+        def on_event(kind, payload):
+            if kind == "update" and payload.committed:
+                print(payload.committed, flush=True)
+
+        try:
+            run_live(session, source, on_event)
+        finally:
+            folder = session.save(save_dir)
+        if session.tracks_wer:
+            counts, _ = session.wer.score()
+            print(f"WER {100 * counts.wer:.2f}% over {counts.reference_words} words read", file=sys.stderr)
+        print(f"session saved to {folder}", file=sys.stderr)
+        return 0
+    from asr_app.tui.live_app import LiveApp
+
+    app = LiveApp(session, source, save_dir)
+    app.run()
+    if app.saved_to:
+        print(f"session saved to {app.saved_to}")
     return 0
 
 
@@ -381,7 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo files whose outputs already exist")
     p.add_argument("--no-vad", action="store_true", help="decode silence too (no voice activity detection)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no transcript on stdout")
-    p.add_argument("--live", action="store_true", help="transcribe the microphone live (issue 4)")
+    p.add_argument("--live", action="store_true", help="transcribe the microphone live in a terminal UI")
+    p.add_argument("--input", default=None, help="with --live: replay this file instead of the microphone")
+    p.add_argument("--speed", type=float, default=1.0, help="with --input: 1 = real time, 0 = as fast as possible")
+    p.add_argument("--reference", default=None, help="with --live: text you will read, for live WER")
+    p.add_argument("--read-along", action="store_true", help="with --live: show sentences to read, track WER")
+    p.add_argument("--no-tui", action="store_true", help="with --live: print committed lines to stdout")
+    p.add_argument("--save-dir", default=None, help="with --live: save the session here (default: data dir)")
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("eval", help="word error rate on a labelled set")

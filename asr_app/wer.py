@@ -65,3 +65,52 @@ def corpus_wer(references: list[str], hypotheses: list[str]) -> WerCounts:
     for r, h in zip(references, hypotheses):
         total = total + wer_counts(r, h)
     return total
+
+
+@dataclass
+class RunningWer:
+    """WER of a growing transcript against the part of a reference read so far.
+
+    The reference is the text the speaker reads (given up front, or appended prompt by
+    prompt); reference words after the last one matched by the transcript are not yet
+    read and do not count as deletions.
+
+    Attributes:
+        reference_words, hypothesis_words: normalized words.
+    """
+
+    reference_words: list = None
+    hypothesis_words: list = None
+
+    def __post_init__(self):
+        self.reference_words = self.reference_words or []
+        self.hypothesis_words = self.hypothesis_words or []
+
+    def add_reference(self, text: str) -> None:
+        self.reference_words += normalize(text).split()
+
+    def add_hypothesis(self, text: str) -> None:
+        self.hypothesis_words += normalize(text).split()
+
+    def score(self) -> tuple[WerCounts, list[int]]:
+        """(counts over the read part, indices of hypothesis words in error)."""
+        import jiwer
+
+        ref, hyp = self.reference_words, self.hypothesis_words
+        if not ref or not hyp:
+            return WerCounts(0, 0, len(hyp) if not ref else 0, 0), list(range(len(hyp))) if not ref else []
+        out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+        chunks = out.alignments[0]
+        last_ref = max((c.ref_end_idx for c in chunks if c.type in ("equal", "substitute")), default=0)
+        s = d = i = 0
+        wrong: list[int] = []
+        for c in chunks:
+            if c.type == "substitute" and c.ref_start_idx < last_ref:
+                s += min(c.ref_end_idx, last_ref) - c.ref_start_idx
+                wrong += list(range(c.hyp_start_idx, c.hyp_end_idx))
+            elif c.type == "delete" and c.ref_start_idx < last_ref:
+                d += min(c.ref_end_idx, last_ref) - c.ref_start_idx
+            elif c.type == "insert":
+                i += c.hyp_end_idx - c.hyp_start_idx
+                wrong += list(range(c.hyp_start_idx, c.hyp_end_idx))
+        return WerCounts(s, d, i, last_ref), wrong

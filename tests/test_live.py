@@ -1,0 +1,82 @@
+"""Live transcription: running WER, the headless path, and the Textual screen under Pilot."""
+
+import asyncio
+import json
+
+import numpy as np
+
+from asr_app.audio import load_audio
+from asr_app.cli import main
+from asr_app.datasets import load_dataset
+from asr_app.live import LiveSession
+from asr_app.sources import FileSource
+from asr_app.streaming_bench import concatenate_clips
+from asr_app.wer import RunningWer, normalize
+from tests.conftest import JFK, LJSPEECH, require_data
+
+JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, "
+            "ask what you can do for your country.")
+
+
+def test_running_wer_counts_only_what_was_read():
+    r = RunningWer()
+    r.add_reference("the cat sat on the mat and then it slept all day")
+    r.add_hypothesis("the cat sad on the mat")
+    counts, wrong = r.score()
+    assert (counts.substitutions, counts.deletions, counts.reference_words) == (1, 0, 6)  # unread words are no deletions
+    assert [r.hypothesis_words[i] for i in wrong] == ["sad"]
+    r.add_hypothesis("and then it slept all day")
+    assert r.score()[0].reference_words == 12
+
+
+def test_live_no_tui_prints_committed_text_and_saves_the_session(tiny, tmp_path, capsys):
+    require_data(JFK)
+    ref = tmp_path / "ref.txt"
+    ref.write_text(JFK_TEXT)
+    code = main(["transcribe", "--live", "--input", str(JFK), "--speed", "0", "--no-tui",
+                 "--reference", str(ref), "--save-dir", str(tmp_path / "s")])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert normalize(out) == normalize(JFK_TEXT)
+    assert "WER 0.00%" in err and "session saved" in err
+    saved = tmp_path / "s"
+    assert normalize((saved / "transcript.txt").read_text()) == normalize(JFK_TEXT)
+    words = json.loads((saved / "transcript.json").read_text())["words"]
+    assert len(words) == len(out.split()) and words[-1]["end_s"] <= 11.5
+    assert json.loads((saved / "wer.json").read_text())["wer"] == 0.0
+    assert abs(len(load_audio(saved / "audio.flac")) - 176_000) < 200
+
+
+def test_live_screen_shows_text_and_wer_and_saves_on_quit(tiny, tmp_path):
+    from asr_app.tui.live_app import LiveApp
+    import soundfile as sf
+
+    require_data(LJSPEECH)
+    utts = load_dataset(LJSPEECH, "LJ002-000[1-3]")
+    audio, _ = concatenate_clips([load_audio(u.audio) for u in utts])
+    sf.write(tmp_path / "reading.flac", audio, 16_000)
+    session = LiveSession(tiny, reference=" ".join(u.text for u in utts))
+    app = LiveApp(session, FileSource(tmp_path / "reading.flac", speed=0), save_dir=tmp_path / "saved")
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            for _ in range(1200):
+                if app.ended is not None:
+                    break
+                await pilot.pause(0.05)
+            assert app.ended == "input ended"
+            shown = str(app.query_one("#transcript").render())
+            assert "chronicles of newgate" in shown.lower()
+            assert str(app.query_one("#wer").render()).startswith("WER ")
+            assert len(app.query_one("#wer-plot").data) >= 2  # the plot moved as words committed
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+    assert (tmp_path / "saved" / "transcript.txt").exists() and (tmp_path / "saved" / "wer.json").exists()
+    assert json.loads((tmp_path / "saved" / "wer.json").read_text())["wer"] < 15
+
+
+def test_live_without_microphone_is_one_clear_line(tiny, capsys):
+    assert main(["transcribe", "--live", "--no-tui"]) == 1
+    err = capsys.readouterr().err
+    assert "--input FILE" in err and "Traceback" not in err
