@@ -39,7 +39,7 @@ class LiveState:
     tentative: str = ""
     wer_points: list = field(default_factory=list)  # (audio_s, WER %) after each commit
     wrong_words: list = field(default_factory=list)  # indices of committed words in error
-    last_latency_s: float | None = None
+    last_latency_s: float | None = None  # end of speech -> phrase committed, seconds
     compute_s: float = 0.0
 
 
@@ -105,8 +105,9 @@ class LiveSession:
                 counts, wrong = self.wer.score()
                 self.state.wer_points.append((update.audio_end_s, 100 * counts.wer))
                 self.state.wrong_words = wrong
-        if update.phrase_ended and latency_s is not None:
-            self.state.last_latency_s = latency_s
+        if update.phrase_ended and latency_s is not None and update.phrase_end_s is not None:
+            # audio that arrived after the phrase ended, plus the time this decode took
+            self.state.last_latency_s = max(0.0, update.audio_end_s - update.phrase_end_s) + latency_s
 
     @property
     def rtf(self) -> float:

@@ -77,6 +77,7 @@ class StreamUpdate:
         audio_end_s: audio time the update accounts for, seconds.
         phrase_ended: this update closed a phrase (everything so far is committed).
         decoded: whether the model ran.
+        phrase_end_s: with phrase_ended, where the phrase's speech ended in the audio.
     """
 
     committed: str
@@ -84,6 +85,7 @@ class StreamUpdate:
     audio_end_s: float
     phrase_ended: bool = False
     decoded: bool = False
+    phrase_end_s: float | None = None
 
 
 @dataclass
@@ -294,7 +296,8 @@ class StreamingTranscriber:
         self._committed_in_buffer = 0
         self._previous = None
         self._tentative = []
-        return StreamUpdate(committed, "", self.audio_s, phrase_ended=True, decoded=True)
+        return StreamUpdate(committed, "", self.audio_s, phrase_ended=True, decoded=True,
+                            phrase_end_s=end / SAMPLE_RATE_HZ)
 
     def _trim(self, segments: list[_Segment], words: list[str], ends: list[float]) -> str:
         """Cut the buffer at the end of the last fully committed segment once it is too long.

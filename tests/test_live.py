@@ -80,3 +80,17 @@ def test_live_without_microphone_is_one_clear_line(tiny, capsys):
     assert main(["transcribe", "--live", "--no-tui"]) == 1
     err = capsys.readouterr().err
     assert "--input FILE" in err and "Traceback" not in err
+
+
+def test_read_along_advances_prompts_and_measures_latency(tiny):
+    from asr_app.live import run_live
+
+    require_data(JFK)
+    prompts = ["And so my fellow Americans,", "ask not what your country can do for you,",
+               "ask what you can do for your country.", "Thank you."]
+    session = LiveSession(tiny, prompts=prompts)
+    run_live(session, FileSource(JFK, speed=0), lambda kind, payload: None)
+    assert session.prompt_index >= 2  # each phrase end moved to the next sentence
+    counts, _ = session.wer.score()
+    assert counts.reference_words >= 15 and counts.wer < 0.1
+    assert session.state.last_latency_s is not None and session.state.last_latency_s > 0

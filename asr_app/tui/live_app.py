@@ -122,7 +122,7 @@ class LiveApp(App):
         latency = f"{st.last_latency_s:.2f} s" if st.last_latency_s is not None else "-"
         self.query_one("#status", Static).update(
             f"model {self.session.bundle.name}   audio {self.session.stream.audio_s:6.1f} s   "
-            f"RTF {self.session.rtf:.2f}   last phrase decode {latency}")
+            f"RTF {self.session.rtf:.2f}   end-of-phrase latency {latency}")
 
     def action_quit_live(self) -> None:
         if self.ended is not None:
