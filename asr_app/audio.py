@@ -184,6 +184,18 @@ def audio_duration_s(path: str | Path) -> float:
         return 0.0
 
 
+def rms_dbfs(audio: np.ndarray, axis: int | None = None):
+    """RMS level in dBFS (0 = full-scale square wave) of (samples,) audio, or per row with axis=-1.
+
+    Silence gives -100 dBFS rather than minus infinity.
+    """
+    audio = np.asarray(audio)
+    if audio.size == 0:
+        return -100.0
+    level = 10 * np.log10(np.mean(np.square(audio, dtype=np.float64), axis=axis) + 1e-10)
+    return float(level) if axis is None else level
+
+
 def log_mel_window(feature_extractor, audio: np.ndarray) -> np.ndarray:
     """Log-mel of up to 30 s of audio, padded to a full window the way Whisper pads it.
 

@@ -14,21 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_app.audio import SAMPLE_RATE_HZ
+from asr_app.audio import SAMPLE_RATE_HZ, rms_dbfs
 from asr_app.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate
 from asr_app.wer import RunningWer
 
 
 def sessions_root() -> Path:
-    """Where live sessions are saved: `$ASR_APP_DATA_DIR/sessions` or the user data dir."""
-    import os
+    """Where live sessions are saved: `data_dir()/sessions`."""
+    from asr_app.enroll.profile import data_dir
 
-    env = os.environ.get("ASR_APP_DATA_DIR")
-    if env:
-        return Path(env) / "sessions"
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("asr-app", appauthor=False)) / "sessions"
+    return data_dir() / "sessions"
 
 
 @dataclass
@@ -164,7 +159,7 @@ def run_live(session: LiveSession, source, on_event: Callable[[str, object], Non
                 session.insert_audio(chunk)
                 now = time.monotonic()
                 if now - last_level >= 0.1:
-                    on_event("level", float(10 * np.log10(np.mean(np.square(chunk, dtype=np.float64)) + 1e-10)))
+                    on_event("level", rms_dbfs(chunk))
                     last_level = now
             update = session.process()
             if update is not None:

@@ -3,7 +3,6 @@
 import asyncio
 import json
 
-import numpy as np
 
 from asr_app.audio import load_audio
 from asr_app.cli import main

@@ -40,14 +40,19 @@ class ProfileError(AsrAppError):
     """A profile that cannot be found, created or read."""
 
 
-def profiles_root() -> Path:
-    """Where profiles live: `$ASR_APP_DATA_DIR/profiles` or platformdirs' user data dir."""
+def data_dir() -> Path:
+    """The user's data folder: `$ASR_APP_DATA_DIR`, else platformdirs' user data dir."""
     env = os.environ.get("ASR_APP_DATA_DIR")
     if env:
-        return Path(env) / "profiles"
+        return Path(env)
     import platformdirs
 
-    return Path(platformdirs.user_data_dir("asr-app", appauthor=False)) / "profiles"
+    return Path(platformdirs.user_data_dir("asr-app", appauthor=False))
+
+
+def profiles_root() -> Path:
+    """Where profiles live: `data_dir()/profiles`."""
+    return data_dir() / "profiles"
 
 
 def profile_path(name: str | None, profile_dir: str | Path | None = None) -> Path:

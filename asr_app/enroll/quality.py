@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from asr_app.audio import SAMPLE_RATE_HZ
+from asr_app.audio import SAMPLE_RATE_HZ, rms_dbfs
 from asr_app.vad import VadOptions, speech_chunks
 
 FRAME_SAMPLES = 512  # 32 ms
-EPS = 1e-10
 
 
 @dataclass(frozen=True)
@@ -83,10 +82,6 @@ class TakeReport:
                 f"SNR {self.snr_db:.0f} dB{wer})")
 
 
-def _rms_dbfs(x: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + EPS)) if len(x) else -100.0
-
-
 def measure_take(audio: np.ndarray, vad_options: VadOptions = VadOptions(min_silence_ms=300, speech_pad_ms=30)):
     """Level measurements of (samples,) float32 16 kHz audio.
 
@@ -103,9 +98,9 @@ def measure_take(audio: np.ndarray, vad_options: VadOptions = VadOptions(min_sil
     # edges of VAD regions, which hold soft speech onsets, would bias a "non-speech" RMS)
     n = len(audio) // FRAME_SAMPLES
     frames = audio[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES) if n else audio[None, :]
-    levels = 10 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + EPS)
+    levels = rms_dbfs(frames, axis=1)
     noise_dbfs = float(np.mean(np.sort(levels)[: max(1, len(levels) // 10)]))
-    return duration_s, mask.sum() / SAMPLE_RATE_HZ, _rms_dbfs(speech), noise_dbfs
+    return duration_s, mask.sum() / SAMPLE_RATE_HZ, rms_dbfs(speech), noise_dbfs
 
 
 def reading_errors(prompt: str, transcript: str) -> tuple[float, float]:

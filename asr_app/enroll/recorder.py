@@ -12,7 +12,7 @@ from enum import Enum
 
 import numpy as np
 
-from asr_app.audio import SAMPLE_RATE_HZ
+from asr_app.audio import SAMPLE_RATE_HZ, rms_dbfs
 
 VAD_FRAME_SAMPLES = 512  # 32 ms: silero-vad's frame at 16 kHz
 
@@ -86,7 +86,7 @@ class TakeRecorder:
             return self.state
         chunk = np.asarray(chunk, np.float32).reshape(-1)
         if len(chunk):
-            self.level_dbfs = float(10 * np.log10(np.mean(np.square(chunk, dtype=np.float64)) + 1e-10))
+            self.level_dbfs = rms_dbfs(chunk)
         self._pending = np.concatenate([self._pending, chunk])
         while len(self._pending) >= VAD_FRAME_SAMPLES and self.state is not TakeState.DONE:
             frame, self._pending = self._pending[:VAD_FRAME_SAMPLES], self._pending[VAD_FRAME_SAMPLES:]
