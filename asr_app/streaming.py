@@ -31,6 +31,7 @@ from asr_app.audio import HOP_LENGTH, SAMPLE_RATE_HZ, SECONDS_PER_TOKEN, log_mel
 from asr_app.decoding import DecodingOptions, WindowDecoder
 
 VAD_FRAME = 512  # samples, 32 ms
+MIN_DECODE_SAMPLES = SAMPLE_RATE_HZ // 10  # 0.1 s
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,8 @@ class StreamingTranscriber:
         prompt = tok.encode(" " + " ".join(before[-self.options.prompt_words :]), add_special_tokens=False) if before else None
         audio = self._buffer if end is None else self._buffer[: max(0, end - self._buffer_start)]
         audio = audio[-30 * SAMPLE_RATE_HZ :]
+        if len(audio) < MIN_DECODE_SAMPLES:  # nothing to hear: Whisper would only invent text
+            return []
         mel = log_mel_window(self.bundle.feature_extractor, audio)
         result = (self.final_decoder if final else self.decoder).decode(mel, prompt)
         self._decoded_upto = self._total

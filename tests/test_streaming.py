@@ -71,3 +71,12 @@ def test_simulated_live_replay_measures_latency_and_keeps_accuracy(tiny):
     reference = " ".join(u.text for u in utts)
     assert corpus_wer([reference], [report.text]).wer < 0.10, report.text
     assert normalize(report.text).split()[:3] == normalize(reference).split()[:3]
+
+
+def test_a_phrase_end_before_the_buffer_decodes_nothing(tiny):
+    s = StreamingTranscriber(tiny)
+    s.insert_audio(np.zeros(16_000, np.float32))
+    s._buffer_start = 16_000  # as after a trim past the phrase's speech
+    s._buffer = s._buffer[:0]
+    update = s._end_phrase(8_000)
+    assert update.committed == "" and update.phrase_ended and s.committed_words == []
