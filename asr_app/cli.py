@@ -228,12 +228,12 @@ def cmd_bench_live(args) -> int:
     """Replay through the streaming transcriber on a simulated clock (see streaming_bench)."""
     import torch
 
-    from asr_app.audio import audio_duration_s, load_audio
+    from asr_app.audio import load_audio
     from asr_app.datasets import load_dataset
     from asr_app.errors import DatasetError
     from asr_app.models import load_model
     from asr_app.outputs import atomic_write_text
-    from asr_app.streaming_bench import live_bench
+    from asr_app.streaming_bench import live_bench, select_clips
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -246,12 +246,7 @@ def cmd_bench_live(args) -> int:
             raise
         utts = None
     if utts is not None:
-        chosen, total = [], 0.0
-        for u in utts:  # clips in order until --minutes of audio
-            chosen.append(u)
-            total += audio_duration_s(u.audio) + 0.6
-            if total >= args.minutes * 60:
-                break
+        chosen = select_clips(utts, args.minutes)
         result = live_bench(bundle, clips=[load_audio(u.audio) for u in chosen],
                             reference=" ".join(u.text for u in chosen))
         result["clips"] = len(chosen)
@@ -420,6 +415,26 @@ def cmd_profiles(args) -> int:
     return 0
 
 
+def cmd_prompts(args) -> int:
+    """Maintenance of prompt sets: measure coverage, or order sentences by coverage."""
+    import json
+
+    from asr_app.enroll.prompts import Coverage, builtin_prompts, read_prompt_lines
+
+    cov = Coverage()
+    if args.action == "order":
+        if len(args.files) < 2:
+            raise AsrAppError("usage: asr-app prompts order SRC... OUT")
+        ordered = cov.order(read_prompt_lines(args.files[:-1]))
+        Path(args.files[-1]).write_text("".join(p.text + "\n" for p in ordered), encoding="utf-8")
+        print(f"wrote {len(ordered)} prompts to {args.files[-1]}")
+        return 0
+    prompts = read_prompt_lines(args.files) if args.files else builtin_prompts()
+    for hours in (0.5, 1.0, None):
+        print(json.dumps({"first_hours": hours, **cov.report(prompts, hours)}))
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from asr_app import __version__
@@ -496,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.set_defaults(func=cmd_enroll)
 
+    p = sub.add_parser("prompts", help="prompt-set coverage (needs the [prompts] extra)")
+    p.add_argument("action", choices=("coverage", "order"))
+    p.add_argument("files", nargs="*", help="coverage: files to measure (default: built-in); order: SRC... OUT")
+    p.set_defaults(func=cmd_prompts)
+
     p = sub.add_parser("profiles", help="list enrollment profiles")
     p.set_defaults(func=cmd_profiles)
     return parser
@@ -519,6 +539,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished files are kept, run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

