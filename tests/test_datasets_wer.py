@@ -73,3 +73,17 @@ def test_compression_and_kernels_sources_import_no_app_module():
                     assert not name.startswith(forbidden), f"{py}: imports {name}"
                     if name.startswith("asr_app"):
                         assert name.startswith(allowed_app), f"{py}: imports {name}"
+
+
+def test_every_package_folder_is_listed_for_installation():
+    """A subpackage missing from pyproject's list works in editable mode but not when installed."""
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    roots = {"asr_app": repo / "asr_app", "asr_app.compression": repo / "compression", "asr_app.kernels": repo / "kernels"}
+    for name, root in roots.items():
+        for init in root.rglob("__init__.py"):
+            rel = init.parent.relative_to(root).parts
+            assert ".".join((name,) + rel) in listed, f"{init.parent} is not in [tool.setuptools] packages"

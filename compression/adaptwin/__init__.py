@@ -1,0 +1,10 @@
+"""AdaPTwin: product-twin low-rank compression of attention (Biju, Sriram, Pilanci 2024)."""
+
+from asr_app.compression.adaptwin.factorize import (
+    factor_query_key,
+    factor_value_output,
+    factorize_product,
+    product_singular_values,
+)
+
+__all__ = ["factorize_product", "product_singular_values", "factor_query_key", "factor_value_output"]
