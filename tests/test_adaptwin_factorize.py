@@ -86,3 +86,72 @@ def test_whole_whisper_attention_at_full_rank_equals_the_original(tiny):
             p = torch.softmax((x[0] @ q.T + qb) @ (x[0] @ k.T).T, dim=-1)
             out = out + p @ (x[0] @ v.T) @ o.T + delta
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=2e-4)
+
+
+def _copy_bundle(tiny):
+    import copy
+    import dataclasses
+
+    return dataclasses.replace(tiny, model=copy.deepcopy(tiny.model))
+
+
+def test_full_rank_surgery_decodes_the_same_tokens(tiny):
+    from asr_app.audio import load_audio, log_mel_window
+    from asr_app.compression.adaptwin import factor_encoder_attention
+    from asr_app.decoding import DecodingOptions, WindowDecoder
+    from tests.conftest import JFK, require_data
+
+    require_data(JFK)
+    factored = _copy_bundle(tiny)
+    report = factor_encoder_attention(factored.model, 64)  # tiny.en: head_dim 64
+    assert report["attention_params_after"] < report["attention_params_before"]  # v bias folded away
+    mel = log_mel_window(tiny.feature_extractor, load_audio(JFK))
+    x = torch.from_numpy(mel)[None]
+    with torch.no_grad():
+        a = tiny.model.model.encoder(x).last_hidden_state
+        b = factored.model.model.encoder(x).last_hidden_state
+    torch.testing.assert_close(b, a, rtol=1e-3, atol=2e-3)
+    opts = DecodingOptions(temperatures=(0.0,))
+    assert WindowDecoder(factored, opts).decode(mel).tokens == WindowDecoder(tiny, opts).decode(mel).tokens
+
+
+def test_unequal_head_ranks_match_per_head_computation(tiny):
+    from asr_app.compression.adaptwin import TwinSelfAttention
+
+    attn = tiny.model.model.encoder.layers[1].self_attn
+    ranks = [3, 17, 64, 1, 40, 9]
+    twin = TwinSelfAttention.from_attention(attn, ranks)
+    x = _rand(2, 30, attn.embed_dim, seed=16)
+    hd = attn.head_dim
+    with torch.no_grad():
+        got = twin(x)[0]
+        want = attn.out_proj.bias.expand(2, 30, -1).clone()
+        for i, r in enumerate(ranks):
+            rows = slice(i * hd, (i + 1) * hd)
+            q, k, qb = factor_query_key(attn.q_proj.weight[rows], attn.q_proj.bias[rows], attn.k_proj.weight[rows], r, hd ** -0.5)
+            v, o, delta = factor_value_output(attn.v_proj.weight[rows], attn.v_proj.bias[rows], attn.out_proj.weight[:, rows], r)
+            p = torch.softmax((x @ q.T + qb) @ (x @ k.T).transpose(1, 2), dim=-1)
+            want = want + p @ (x @ v.T) @ o.T + delta
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-4)
+    assert twin.q_proj.weight.shape == (sum(ranks), attn.embed_dim)
+
+
+def test_half_rank_halves_attention_and_surgery_checks_keys(tiny):
+    from asr_app.compression.adaptwin import TwinSelfAttention, factor_encoder_attention
+    from asr_app.compression.adaptwin.apply import _check_surgery
+
+    factored = _copy_bundle(tiny)
+    report = factor_encoder_attention(factored.model, {0: [32] * 6, 3: [16] * 6})
+    d = 384
+    dense = 4 * d * d + 3 * d
+    twin = lambda r: 3 * 6 * r * d + 6 * r + d * 6 * r + d  # noqa: E731  q,k,v + q bias + out + out bias
+    assert report["attention_params_before"] == 4 * dense
+    assert report["attention_params_after"] == 2 * dense + twin(32) + twin(16)
+    assert isinstance(factored.model.model.encoder.layers[0].self_attn, TwinSelfAttention)
+    assert not isinstance(factored.model.model.encoder.layers[1].self_attn, TwinSelfAttention)
+    bad = TwinSelfAttention(d, [8] * 6)
+    bad.extra = torch.nn.Linear(2, 2)  # an unexpected key
+    with pytest.raises(ValueError, match="extra.weight"):
+        _check_surgery(tiny.model.model.encoder.layers[2].self_attn, bad, "layer 2")
+    with pytest.raises(ValueError, match="ranks"):
+        TwinSelfAttention.from_attention(tiny.model.model.encoder.layers[2].self_attn, [65] * 6)
