@@ -5,9 +5,10 @@ from asr_app.compression.adaptwin.factorize import (
     factor_query_key,
     factor_value_output,
     factorize_product,
+    factorize_product_whitened,
     product_singular_values,
 )
 from asr_app.compression.adaptwin.layer import TwinSelfAttention
 
-__all__ = ["factorize_product", "product_singular_values", "factor_query_key", "factor_value_output",
+__all__ = ["factorize_product", "factorize_product_whitened", "product_singular_values", "factor_query_key", "factor_value_output",
            "TwinSelfAttention", "factor_encoder_attention"]

@@ -99,3 +99,44 @@ def factor_value_output(w_v: Tensor, b_v: Tensor | None, w_o: Tensor, rank: int)
     a, b = factorize_product(w_v.T, w_o, rank)
     delta = (b_v @ w_o.T) if b_v is not None else None
     return a.T.contiguous(), b.contiguous(), delta
+
+
+def factorize_product_whitened(a: Tensor, b: Tensor, rank: int, cov_a: Tensor, cov_b: Tensor | None = None,
+                               damping: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Data-aware rank-`rank` factors of a @ b.T, weighted by the inputs' second moments.
+
+    For inputs x, y with second-moment matrices C_a = E[x^T x], C_b = E[y^T y] (d_model x
+    d_model), the error x (M - M_r) y^T of the product M = a b^T has expected square
+    ||L_a^T (M - M_r) L_b||_F^2 when x and y are independent, C = L L^T (Cholesky). The
+    minimizer factors the whitened product (L_a^T a)(L_b^T b)^T by `factorize_product`
+    and maps back with L^-T (Eckart-Young in the whitened space).
+
+    Args:
+        a, b: (d_model, head_dim).
+        rank: 1..head_dim.
+        cov_a: (d_model, d_model) second moment of the inputs multiplying `a`.
+        cov_b: the same for `b` (default: cov_a, self-attention).
+        damping: added to the diagonal (times its mean) so Cholesky succeeds.
+    Returns:
+        (a_r, b_r), each (d_model, rank).
+    Raises:
+        ValueError: as factorize_product, or a covariance of the wrong shape.
+    Source: activation-aware low-rank approximation (whitening), as in SVD-LLM; used here
+        for AdaPTwin's "adaptive" (speaker-data-aware) variant.
+    """
+    cov_b = cov_a if cov_b is None else cov_b
+    d = a.shape[0]
+    for name, c in (("cov_a", cov_a), ("cov_b", cov_b)):
+        if c.shape != (d, d):
+            raise ValueError(f"{name} must be ({d}, {d}), got {tuple(c.shape)}")
+
+    def chol(c: Tensor) -> Tensor:
+        c = c.to(torch.float64)
+        eye = torch.eye(d, dtype=torch.float64)
+        return torch.linalg.cholesky(c + damping * c.diagonal().mean().clamp_min(1e-12) * eye)
+
+    la, lb = chol(cov_a), chol(cov_b)
+    wa, wb = factorize_product(la.T @ a.to(torch.float64), lb.T @ b.to(torch.float64), rank)
+    a_r = torch.linalg.solve_triangular(la.T, wa, upper=True)
+    b_r = torch.linalg.solve_triangular(lb.T, wb, upper=True)
+    return a_r.to(a.dtype), b_r.to(b.dtype)
