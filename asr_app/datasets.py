@@ -64,15 +64,22 @@ def read_ljspeech(root: Path) -> list[Utterance]:
     return out
 
 
-def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
-    """The project's JSON-lines manifest (see module docstring); `split` keeps one split only."""
-    rows = []
+def read_manifest_rows(path: Path) -> list[dict]:
+    """Every row of a JSON-lines manifest, in order, each with at least "audio" and "text".
+
+    A last line cut off by a crash mid-append (invalid JSON, no final newline) is ignored;
+    any other bad line is an error.
+
+    Raises:
+        DatasetError: unreadable file, or a bad line (with its number).
+    """
     try:
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot read manifest ({e})") from None
     lines = raw.splitlines()
     partial_last = bool(raw) and not raw.endswith("\n")
+    rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -84,12 +91,19 @@ def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
                 continue  # a last line cut off by a crash mid-append
             raise DatasetError(f"{path}:{n}: not a manifest line ({e}); expected {{\"audio\": ..., \"text\": ...}}") from None
         rows.append(row)
-    # enrollment re-records append a new take with "replaces": <old take_id>
+    return rows
+
+
+def drop_replaced(rows: list[dict]) -> list[dict]:
+    """Rows left once takes that a later row re-records (`"replaces": <take_id>`) are dropped."""
     replaced = {r["replaces"] for r in rows if r.get("replaces") is not None}
+    return [r for r in rows if r.get("take_id") is None or r["take_id"] not in replaced]
+
+
+def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
+    """The project's JSON-lines manifest (see module docstring); `split` keeps one split only."""
     out = []
-    for row in rows:
-        if row.get("take_id") is not None and row["take_id"] in replaced:
-            continue
+    for row in drop_replaced(read_manifest_rows(path)):
         if split is not None and row.get("split", "train") != split:
             continue
         audio = Path(row["audio"])

@@ -55,6 +55,7 @@ def test_cut_off_manifest_line_and_orphan_flac_are_survived(tmp_path):
     assert len(p.takes()) == 1 and len(load_dataset(p.path)) == 1
     t = p.add_take(tone, "two", "b", 1)
     assert t.take_id == 2 and len(p.takes()) == 2
+    assert len(load_dataset(p.path)) == 2  # the torn line is gone, not buried mid-file
     for line in (p.path / "manifest.jsonl").read_text().splitlines()[-1:]:
         assert json.loads(line)["prompt_id"] == "b"
 

@@ -10,7 +10,8 @@ Crash safety: a take's FLAC is written to a temporary file, fsynced and renamed 
 place; only then is its manifest line appended, flushed and fsynced. Killing the process at
 any moment loses at most the take being written; a FLAC without a manifest line (killed
 between the two) is ignored and overwritten by the next take with that number. A manifest
-line cut off by a crash is ignored when reading. Re-recording appends a new take with
+line cut off by a crash is ignored when reading and cut away before the next append, so
+the manifest stays valid for `eval`. Re-recording appends a new take with
 `"replaces": <old take id>`; readers drop replaced takes.
 
 Held-out split: every tenth take (take ids 10, 20, ...) is `"split": "heldout"`, kept for
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from asr_app.audio import SAMPLE_RATE_HZ
+from asr_app.datasets import drop_replaced, read_manifest_rows
 from asr_app.errors import AsrAppError
 
 HELDOUT_EVERY = 10
@@ -213,15 +215,7 @@ class Profile:
     # -- takes -----------------------------------------------------------------------------
     def _manifest_rows(self) -> list[dict]:
         path = self.path / MANIFEST
-        if not path.exists():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut off by a crash mid-append
-        return rows
+        return read_manifest_rows(path) if path.exists() else []
 
     def all_takes(self) -> list[Take]:
         """Every manifest line, replaced ones included, in order."""
@@ -229,9 +223,7 @@ class Profile:
 
     def takes(self, split: str | None = None, include_flagged: bool = True) -> list[Take]:
         """Kept takes (replaced ones dropped), optionally one split only."""
-        rows = self.all_takes()
-        replaced = {t.replaces for t in rows if t.replaces is not None}
-        out = [t for t in rows if t.take_id not in replaced]
+        out = [Take.from_dict(r) for r in drop_replaced(self._manifest_rows()) if "take_id" in r]
         if split:
             out = [t for t in out if t.split == split]
         if not include_flagged:
@@ -270,11 +262,16 @@ class Profile:
         return new
 
     def _append_line(self, line: str) -> None:
-        path = self.path / MANIFEST
-        # a crash can leave a partial last line without newline: start on a fresh line
-        needs_newline = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(("\n" if needs_newline else "") + line + "\n")
+        with open(self.path / MANIFEST, "a+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    # a crash cut the last line off mid-append: drop that torn line (its take
+                    # was never kept) so it cannot end up in the middle of the manifest
+                    f.seek(0)
+                    f.truncate(f.read().rfind(b"\n") + 1)
+            f.write(line.encode("utf-8") + b"\n")
             f.flush()
             os.fsync(f.fileno())
 
