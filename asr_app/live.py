@@ -114,14 +114,12 @@ class LiveSession:
 
         Returns the folder (a new one under `sessions_root()` unless given).
         """
-        import soundfile as sf
-
-        from asr_app.outputs import atomic_write_text
+        from asr_app.outputs import atomic_write_text, write_flac_atomic
 
         folder = folder or sessions_root() / time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(self.started))
         folder.mkdir(parents=True, exist_ok=True)
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
-        sf.write(folder / "audio.flac", np.clip(audio, -1, 1), SAMPLE_RATE_HZ, subtype="PCM_16")
+        write_flac_atomic(folder / "audio.flac", audio, SAMPLE_RATE_HZ)
         atomic_write_text(folder / "transcript.txt", self.stream.committed_text + "\n")
         words = [{"word": w, "end_s": round(e, 2)} for w, e in zip(self.stream.committed_words, self.stream.committed_ends_s)]
         atomic_write_text(folder / "transcript.json", json.dumps(

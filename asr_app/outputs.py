@@ -1,33 +1,69 @@
-"""Transcript writers (txt, srt, vtt, json, tsv), each file written atomically."""
+"""Writing files atomically, and the transcript writers (txt, srt, vtt, json, tsv)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from asr_app.transcribe import Transcript
+import numpy as np
+
+if TYPE_CHECKING:
+    from asr_app.transcribe import Transcript
 
 FORMATS = ("txt", "srt", "vtt", "json", "tsv")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and a rename.
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
-    A crash leaves either the old file or the new one, never half of one.
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "w"):
+    """Open a temporary file beside `path`; on success fsync it and rename it onto `path`.
+
+    A crash leaves either the old file or the new one, never half of one; on an exception
+    the temporary file is removed.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (see `atomic_open`)."""
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+def write_flac_atomic(path: Path, audio: np.ndarray, sample_rate_hz: int = 16_000) -> None:
+    """Write (samples,) float32 audio as 16-bit FLAC atomically, clipped to [-1, 1]."""
+    import soundfile as sf
+
+    with atomic_open(path, "wb") as f:
+        sf.write(f, np.clip(audio, -1.0, 1.0), sample_rate_hz, format="FLAC", subtype="PCM_16")
 
 
 def _clock(t_s: float, sep: str) -> str:

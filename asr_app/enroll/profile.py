@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from asr_app.audio import SAMPLE_RATE_HZ
 from asr_app.datasets import drop_replaced, read_manifest_rows
 from asr_app.errors import AsrAppError
+from asr_app.outputs import atomic_write_text, write_flac_atomic
 
 HELDOUT_EVERY = 10
 MANIFEST = "manifest.jsonl"
@@ -70,37 +70,6 @@ def profile_path(name: str | None, profile_dir: str | Path | None = None) -> Pat
     if name in (".", "..") or "/" in name or "\\" in name:
         raise ProfileError(f"--profile {name!r}: use a plain name such as 'alice' (or --profile-dir for a path)")
     return profiles_root() / name
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_flac_atomic(path: Path, audio: np.ndarray) -> None:
-    """Write (samples,) float32 16 kHz audio as 16-bit FLAC via temp file + fsync + rename."""
-    import soundfile as sf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".flac.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, np.clip(audio, -1.0, 1.0), SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -188,8 +157,6 @@ class Profile:
             raise ProfileError(f"{self.path / PROFILE_JSON}: unreadable ({e})") from None
 
     def _write_meta(self, meta: dict) -> None:
-        from asr_app.outputs import atomic_write_text
-
         atomic_write_text(self.path / PROFILE_JSON, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
 
     def update_meta(self, **changes) -> dict:
