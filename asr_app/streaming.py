@@ -214,13 +214,18 @@ class StreamingTranscriber:
             self._buffer_start += cut
             self._decoded_upto = self._total
 
+    def _window(self, end: int | None = None) -> tuple[int, int]:
+        """[lo, hi) buffer indices decoded: the last 30 s before sample index `end` (default: all)."""
+        hi = len(self._buffer) if end is None else min(max(0, end - self._buffer_start), len(self._buffer))
+        return max(0, hi - 30 * SAMPLE_RATE_HZ), hi
+
     def _hypothesis(self, final: bool = False, end: int | None = None) -> list[_Segment]:
         """Decode the buffer (up to sample index `end`) with the committed text before it as prompt."""
         tok = self.bundle.tokenizer
         before = self.committed_words[: len(self.committed_words) - self._committed_in_buffer]
         prompt = tok.encode(" " + " ".join(before[-self.options.prompt_words :]), add_special_tokens=False) if before else None
-        audio = self._buffer if end is None else self._buffer[: max(0, end - self._buffer_start)]
-        audio = audio[-30 * SAMPLE_RATE_HZ :]
+        lo, hi = self._window(end)
+        audio = self._buffer[lo:hi]
         if len(audio) < MIN_DECODE_SAMPLES:  # nothing to hear: Whisper would only invent text
             return []
         mel = log_mel_window(self.bundle.feature_extractor, audio)
@@ -252,9 +257,9 @@ class StreamingTranscriber:
         return segments
 
     def _words_and_ends(self, segments: list[_Segment], end: int | None = None) -> tuple[list[str], list[float]]:
-        n = len(self._buffer) if end is None else max(0, end - self._buffer_start)
-        buffer_s = min(n, 30 * SAMPLE_RATE_HZ) / SAMPLE_RATE_HZ
-        offset_s = (self._buffer_start + max(0, n - 30 * SAMPLE_RATE_HZ)) / SAMPLE_RATE_HZ
+        lo, hi = self._window(end)
+        buffer_s = (hi - lo) / SAMPLE_RATE_HZ
+        offset_s = (self._buffer_start + lo) / SAMPLE_RATE_HZ
         words, ends = [], []
         for seg in segments:
             words += seg.words
@@ -323,7 +328,7 @@ class StreamingTranscriber:
             k = self._committed_in_buffer
             forced = self._commit(words[k:first], ends[k:first])
             cut_s, cut_words = segments[0].end_s, first
-        offset = max(0, len(self._buffer) - 30 * SAMPLE_RATE_HZ)
+        offset, _ = self._window()
         cut = min(offset + int(cut_s * SAMPLE_RATE_HZ) // HOP_LENGTH * HOP_LENGTH, len(self._buffer))
         self._buffer = self._buffer[cut:]
         self._buffer_start += cut
