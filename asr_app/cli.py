@@ -40,6 +40,34 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
                    help="prompt each 30 s window with the previous window's text")
 
 
+def _audio_source(args):
+    """`--input FILE` (played at `--speed`) or the microphone."""
+    if args.input:
+        from asr_app.sources import FileSource
+
+        return FileSource(args.input, speed=args.speed)
+    from asr_app.tui.microphone import MicrophoneSource
+
+    return MicrophoneSource()
+
+
+def _dataset_or_file(target: Path, filter_glob, limit):
+    """The labelled set at `target`, or None when `target` is a single audio file.
+
+    Raises:
+        DatasetError: `target` is neither.
+    """
+    from asr_app.datasets import load_dataset
+    from asr_app.errors import DatasetError
+
+    try:
+        return load_dataset(target, filter_glob, limit)
+    except DatasetError:
+        if not target.is_file():
+            raise
+        return None
+
+
 def _transcribe_options(args, vad: bool):
     from asr_app.decoding import DecodingOptions
     from asr_app.transcribe import TranscribeOptions
@@ -131,7 +159,6 @@ def cmd_live(args) -> int:
 
     from asr_app.live import LiveSession, run_live
     from asr_app.models import load_model
-    from asr_app.sources import FileSource
 
     if args.paths:
         raise AsrAppError("--live takes no PATH; use --input FILE to replay a file")
@@ -148,12 +175,7 @@ def cmd_live(args) -> int:
         from asr_app.enroll.prompts import builtin_prompts
 
         prompts = [p.text for p in builtin_prompts()]
-    if args.input:
-        source = FileSource(args.input, speed=args.speed)
-    else:
-        from asr_app.tui.microphone import MicrophoneSource
-
-        source = MicrophoneSource()
+    source = _audio_source(args)
     session = LiveSession(load_model(args.model, args.device), reference=reference, prompts=prompts)
     save_dir = Path(args.save_dir) if args.save_dir else None
     if args.no_tui:
@@ -229,8 +251,6 @@ def cmd_bench_live(args) -> int:
     import torch
 
     from asr_app.audio import load_audio
-    from asr_app.datasets import load_dataset
-    from asr_app.errors import DatasetError
     from asr_app.models import load_model
     from asr_app.outputs import atomic_write_text
     from asr_app.streaming_bench import live_bench, select_clips
@@ -239,12 +259,7 @@ def cmd_bench_live(args) -> int:
         torch.set_num_threads(args.threads)
     target = Path(args.target)
     bundle = load_model(args.model, args.device)
-    try:
-        utts = load_dataset(target, args.filter, args.limit)
-    except DatasetError:
-        if not target.is_file():
-            raise
-        utts = None
+    utts = _dataset_or_file(target, args.filter, args.limit)
     if utts is not None:
         chosen = select_clips(utts, args.minutes)
         result = live_bench(bundle, clips=[load_audio(u.audio) for u in chosen],
@@ -270,17 +285,13 @@ def cmd_bench(args) -> int:
     if args.live:
         return cmd_bench_live(args)
     from asr_app.bench import BenchConfig, results_to_dict, run_bench
-    from asr_app.datasets import load_dataset
-    from asr_app.errors import DatasetError
     from asr_app.outputs import atomic_write_text
 
     target = Path(args.target)
-    try:
-        utts = load_dataset(target, args.filter, args.limit)
+    utts = _dataset_or_file(target, args.filter, args.limit)
+    if utts is not None:
         audio = tuple((u.id, str(u.audio), u.text) for u in utts)
-    except DatasetError:
-        if not target.is_file():
-            raise
+    else:
         audio = ((target.name, str(target), None),)
     engines = ("asr-app",) + tuple(f"faster-whisper:{ct}" for ct in args.faster_whisper)
     cfg = BenchConfig(model=args.model, audio=audio, threads=args.threads or os.cpu_count() or 1,
@@ -361,17 +372,11 @@ def _enroll_import(args, profile, quality) -> int:
 def _enroll_record(args, profile, quality) -> int:
     from asr_app.enroll.prompts import builtin_prompts, prompts_from_file
     from asr_app.enroll.session import EnrollSession, run_session
-    from asr_app.sources import FileSource
 
     prompts = prompts_from_file(args.prompts) if args.prompts else builtin_prompts()
-    if args.input:
-        source = FileSource(args.input, speed=args.speed)
-    else:
-        from asr_app.tui.microphone import MicrophoneSource
-
-        source = MicrophoneSource()
+    source = _audio_source(args)
     session = EnrollSession(profile, prompts, _asr_check(args), quality, target_hours=args.target_hours,
-                            source=source.name if args.input else "mic")
+                            source=source.name)
     if session.current is None:
         print("every prompt has been recorded or skipped: give more text with --prompts FILE")
         return 0
