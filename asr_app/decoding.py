@@ -9,12 +9,12 @@ identical across backends. Rules follow openai-whisper's `decoding.py` and faste
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from asr_app.audio import SECONDS_PER_TOKEN
+from asr_app.audio import FRAMES_PER_SECOND, SECONDS_PER_TOKEN
 
 NEG_INF = float("-inf")
 
@@ -90,7 +90,6 @@ class DecodingResult:
     temperature: float
     language: str
     text: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def compression_ratio(text: str) -> float:
@@ -450,7 +449,7 @@ def tokens_to_segments(tokens: list[int], timestamp_begin: int, time_offset_s: f
         else:
             seek = (tokens[last - 1] - timestamp_begin) * frames_per_token
     else:
-        duration = segment_frames / 100
+        duration = segment_frames / FRAMES_PER_SECOND
         stamps = [t for t in tokens if t >= timestamp_begin]
         if stamps and stamps[-1] != timestamp_begin:
             duration = (stamps[-1] - timestamp_begin) * SECONDS_PER_TOKEN

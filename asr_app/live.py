@@ -16,7 +16,7 @@ import numpy as np
 
 from asr_app.audio import SAMPLE_RATE_HZ, rms_dbfs
 from asr_app.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate
-from asr_app.wer import RunningWer
+from asr_app.wer import RunningWer, WerCounts
 
 
 def sessions_root() -> Path:
@@ -33,7 +33,8 @@ class LiveState:
     committed: str = ""
     tentative: str = ""
     wer_points: list = field(default_factory=list)  # (audio_s, WER %) after each commit
-    wrong_words: list = field(default_factory=list)  # indices of committed words in error
+    wer_counts: WerCounts | None = None  # over the reference read so far, after the last commit
+    wrong_words: list = field(default_factory=list)  # indices of normalized committed words in error
     last_latency_s: float | None = None  # end of speech -> phrase committed, seconds
     compute_s: float = 0.0
 
@@ -99,6 +100,7 @@ class LiveSession:
             if self.tracks_wer:
                 counts, wrong = self.wer.score()
                 self.state.wer_points.append((update.audio_end_s, 100 * counts.wer))
+                self.state.wer_counts = counts
                 self.state.wrong_words = wrong
         if update.phrase_ended and latency_s is not None and update.phrase_end_s is not None:
             # audio that arrived after the phrase ended, plus the time this decode took

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_app.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE_HZ, load_audio, log_mel_window
+from asr_app.audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, SAMPLE_RATE_HZ, load_audio, log_mel_window
 from asr_app.decoding import DecodingOptions, WindowDecoder, tokens_to_segments
 from asr_app.errors import OptionError
 from asr_app.models import DEFAULT_MODEL, load_model
@@ -179,7 +179,7 @@ class Transcriber:
             prompt = previous if self.options.condition_on_previous_text else None
             result = self.decoder.decode(mel, prompt)
             language = language or result.language
-            offset_s = seek / 100
+            offset_s = seek / FRAMES_PER_SECOND
             silent = (
                 dec_opts.no_speech_threshold is not None
                 and result.no_speech_prob > dec_opts.no_speech_threshold
@@ -189,7 +189,7 @@ class Transcriber:
                 seek += window_frames
                 continue
             if dec_opts.without_timestamps:
-                pieces = [(offset_s, offset_s + window_frames / 100, result.tokens)]
+                pieces = [(offset_s, offset_s + window_frames / FRAMES_PER_SECOND, result.tokens)]
                 advance = window_frames
             else:
                 pieces, advance = tokens_to_segments(result.tokens, ts_begin, offset_s, window_frames)

@@ -144,7 +144,6 @@ class SpecialTokens:
             if self.sot < i < self.translate and (m := _LANGUAGE_TOKEN.match(c))
         }
         self.timestamp_begin = self.no_timestamps + 1
-        self.all_special = sorted(by_content.values())
 
 
 def build_tokenizer(tokenizer_json: Path):

@@ -107,8 +107,8 @@ class LiveApp(App):
         self.query_one("#transcript-box", VerticalScroll).scroll_end(animate=False)
         if self.session.prompts:
             self.query_one("#prompt", Static).update(self.session.current_prompt or "(all sentences read)")
-        if self.session.tracks_wer and st.wer_points:
-            counts, wrong = self.session.wer.score()
+        if st.wer_counts is not None:
+            counts, wrong = st.wer_counts, st.wrong_words
             hyp = self.session.wer.hypothesis_words
             errors = ", ".join(f"[red]{escape(hyp[i])}[/]" for i in wrong[-8:])
             self.query_one("#wer", Static).update(
