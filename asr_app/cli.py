@@ -17,14 +17,36 @@ EXIT_FAILURES = 1  # some inputs failed, the rest were processed
 EXIT_USAGE = 2
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, profile_help: str | None = "use this profile's adapted model") -> None:
     from asr_app.models import BUILTIN_MODELS, DEFAULT_MODEL
 
-    p.add_argument("--model", default=DEFAULT_MODEL,
+    p.add_argument("--model", default=None,
                    help=f"built-in name ({', '.join(BUILTIN_MODELS)}; default {DEFAULT_MODEL}), "
                         "a CTranslate2 or Hugging Face model folder, or a hub id")
+    if profile_help:  # commands that run a model may run a profile's adapted one
+        p.add_argument("--profile", default=None, help=profile_help + " (from `asr-app adapt`)")
+        p.add_argument("--profile-dir", default=None, help="a profile folder outside the default place")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+
+
+def _resolve_model(args) -> None:
+    """Fill args.model: --model if given, else the --profile's latest adapted model, else the default."""
+    from asr_app.models import DEFAULT_MODEL
+
+    if args.model is None and getattr(args, "func", None) is not cmd_enroll and (args.profile or args.profile_dir):
+        from asr_app.enroll.profile import Profile, profile_path
+
+        profile = Profile.open(profile_path(args.profile, args.profile_dir))
+        models = profile.meta().get("models", [])
+        if models:
+            args.model = str(profile.path / models[-1]["path"])
+            print(f"model: {models[-1]['name']} from profile {profile.path.name}", file=sys.stderr)
+        else:
+            print(f"profile {profile.path.name} has no adapted model yet (run `asr-app adapt --profile "
+                  f"{profile.path.name}`); using {DEFAULT_MODEL}", file=sys.stderr)
+    if args.model is None:
+        args.model = DEFAULT_MODEL
 
 
 def _add_decoding_args(p: argparse.ArgumentParser) -> None:
@@ -214,11 +236,9 @@ def cmd_eval(args) -> int:
     from asr_app.transcribe import Transcriber
 
     split = args.split
-    if args.profile or args.profile_dir:
+    if (args.profile or args.profile_dir) and not args.dataset:
         from asr_app.enroll.profile import Profile, profile_path
 
-        if args.dataset:
-            raise AsrAppError("give either a DATASET or --profile, not both")
         args.dataset = str(Profile.open(profile_path(args.profile, args.profile_dir)).path / "manifest.jsonl")
         split = split or "heldout"
     if not args.dataset:
@@ -420,6 +440,62 @@ def cmd_profiles(args) -> int:
     return 0
 
 
+def cmd_adapt(args) -> int:
+    """`asr-app adapt`: AdaPTwin compression + adaptation of a profile (see asr_app.adapt)."""
+    from tqdm import tqdm
+
+    from asr_app.adapt import AdaptOptions, run_adapt
+    from asr_app.enroll.profile import Profile, profile_path
+
+    profile = Profile.open(profile_path(args.profile, args.profile_dir))
+    stages = tuple(s for s in ("layerwise", "finetune") if s not in (args.skip or []))
+    opts = AdaptOptions(base=args.base, target_ratio=args.target_ratio, allocation=args.allocation,
+                        data_aware=not args.plain, mode=args.qk, ffn=not args.attention_only,
+                        lora_rank=args.lora_rank, layerwise_epochs=args.layerwise_epochs,
+                        finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
+                        kd_weight=args.kd_weight, replay=tuple(args.replay or ()), replay_ratio=args.replay_ratio,
+                        stages=stages, control=not args.no_control, general_set=args.general_set,
+                        general_limit=args.general_limit, time_budget_min=args.time_budget_min,
+                        device=args.device, threads=args.threads, seed=args.seed)
+    bars: dict = {}
+
+    def on_event(kind, payload):
+        if kind == "stage":
+            for bar in bars.values():
+                bar.close()
+            bars.clear()
+            print(f"== {payload}", file=sys.stderr)
+        elif kind == "progress" and not args.quiet:
+            stage, done, total = payload[:3]
+            bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="step" if len(payload) > 3
+                                                                 else "item", file=sys.stderr))
+            bar.n = done
+            if len(payload) > 3:
+                bar.set_postfix(loss=f"{payload[3]:.4f}", refresh=False)
+            bar.refresh()
+        elif kind == "info":
+            print(payload, file=sys.stderr)
+
+    if not opts.replay:
+        print("note: no --replay set of other voices given; forgetting is held back by distillation "
+              "toward the original model only", file=sys.stderr)
+    report = run_adapt(profile, opts, on_event)
+    for bar in bars.values():
+        bar.close()
+    p, r = report.params, report.params["removed_share"]
+    print(f"model saved to {report.model_dir}")
+    print(f"parameters: encoder attention {p['original']['encoder_attention']:,} -> "
+          f"{p['compressed']['encoder_attention']:,} ({100 * r['encoder_attention']:.1f}% removed); encoder "
+          f"{p['original']['encoder']:,} -> {p['compressed']['encoder']:,} ({100 * r['encoder']:.1f}%); "
+          f"whole model {p['original']['model']:,} -> {p['compressed']['model']:,} ({100 * r['model']:.1f}%)")
+    for set_name, row in report.wer.items():
+        cells = "  ".join(f"{k} {v:.2f}%" for k, v in row.items() if k not in ("set", "utterances"))
+        print(f"WER on {set_name} ({row['set']}, {row['utterances']} utts): {cells}")
+    print("wall time: " + ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in report.stages.items()))
+    print(f"report written to {Path(report.model_dir) / 'report.json'}")
+    return 0
+
+
 def cmd_prompts(args) -> int:
     """Maintenance of prompt sets: measure coverage, or order sentences by coverage."""
     import json
@@ -468,11 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("eval", help="word error rate on a labelled set")
-    p.add_argument("dataset", nargs="?", help="LibriSpeech folder, LJSpeech folder, or manifest .jsonl")
-    p.add_argument("--profile", default=None, help="evaluate an enrollment profile's held-out takes")
-    p.add_argument("--profile-dir", default=None, help="a profile folder outside the default place")
+    p.add_argument("dataset", nargs="?", help="LibriSpeech folder, LJSpeech folder, or manifest .jsonl "
+                                              "(default with --profile: the profile's held-out takes)")
     p.add_argument("--split", default=None, choices=("train", "heldout"), help="manifest split to evaluate")
-    _add_model_args(p)
+    _add_model_args(p, "use this profile's adapted model and, without DATASET, its held-out takes")
     _add_decoding_args(p)
     p.add_argument("--filter", default=None, help="keep utterance ids matching this glob, e.g. 'LJ002-*'")
     p.add_argument("--limit", type=int, default=None, help="first N utterances only")
@@ -513,13 +588,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-asr-check", action="store_true", help="skip the misreading check (no model needed)")
     p.add_argument("--max-wer", type=float, default=0.4, help="misreading check: reject takes above this WER")
     p.add_argument("--quiet", action="store_true")
-    _add_model_args(p)
+    _add_model_args(p, profile_help=None)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("prompts", help="prompt-set coverage (needs the [prompts] extra)")
     p.add_argument("action", choices=("coverage", "order"))
     p.add_argument("files", nargs="*", help="coverage: files to measure (default: built-in); order: SRC... OUT")
     p.set_defaults(func=cmd_prompts)
+
+    p = sub.add_parser("adapt", help="compress and adapt Whisper to a profile's voice (AdaPTwin)")
+    p.add_argument("--profile", default=None, help="the enrollment profile to adapt to")
+    p.add_argument("--profile-dir", default=None, help="a profile folder outside the default place")
+    p.add_argument("--base", default="tiny.en", help="base model: tiny.en, base, a folder or a hub id")
+    p.add_argument("--target-ratio", type=float, default=0.55,
+                   help="encoder parameters to keep (default 0.55: 45%% removed)")
+    p.add_argument("--time-budget-min", type=float, default=None, help="wall-clock budget of the training stages")
+    p.add_argument("--replay", nargs="*", default=None,
+                   help="datasets or manifests of other voices mixed into fine-tuning (against forgetting)")
+    p.add_argument("--replay-ratio", type=float, default=1.0, help="replay audio per minute of speaker audio")
+    p.add_argument("--general-set", default=None,
+                   help="dataset of other speakers for the report's general WER, e.g. LibriSpeech train-clean-5")
+    p.add_argument("--general-limit", type=int, default=None, help="first N utterances of --general-set")
+    p.add_argument("--allocation", choices=("sensitivity", "uniform"), default="sensitivity",
+                   help="ranks per layer and head from measured sensitivity (default) or one rank everywhere")
+    p.add_argument("--plain", action="store_true", help="plain SVD instead of speaker-whitened factors (ablation)")
+    p.add_argument("--qk", choices=("joint", "separate"), default="joint",
+                   help="product twins (default) or Q and K truncated separately (ablation)")
+    p.add_argument("--attention-only", action="store_true", help="leave fc1/fc2 dense")
+    p.add_argument("--skip", nargs="*", choices=("layerwise", "finetune"), help="leave out recovery stages (ablation)")
+    p.add_argument("--no-control", action="store_true", help="skip the LoRA-only control model")
+    p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--layerwise-epochs", type=float, default=3.0)
+    p.add_argument("--finetune-epochs", type=float, default=3.0)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--kd-weight", type=float, default=0.5, help="weight of distillation toward the original")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser("profiles", help="list enrollment profiles")
     p.set_defaults(func=cmd_profiles)
@@ -534,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         from asr_app.models import quiet_transformers_logging
 
         quiet_transformers_logging()
+        if hasattr(args, "model"):
+            _resolve_model(args)
         return args.func(args)
     except AsrAppError as e:
         print(f"error: {e}", file=sys.stderr)

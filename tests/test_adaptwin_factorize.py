@@ -138,7 +138,7 @@ def test_unequal_head_ranks_match_per_head_computation(tiny):
 
 def test_half_rank_halves_attention_and_surgery_checks_keys(tiny):
     from asr_app.compression.adaptwin import TwinSelfAttention, factor_encoder_attention
-    from asr_app.compression.adaptwin.apply import _check_surgery
+    from asr_app.compression.adaptwin.apply import _check_attention
 
     factored = _copy_bundle(tiny)
     report = factor_encoder_attention(factored.model, {0: [32] * 6, 3: [16] * 6})
@@ -152,7 +152,7 @@ def test_half_rank_halves_attention_and_surgery_checks_keys(tiny):
     bad = TwinSelfAttention(d, [8] * 6)
     bad.extra = torch.nn.Linear(2, 2)  # an unexpected key
     with pytest.raises(ValueError, match="extra.weight"):
-        _check_surgery(tiny.model.model.encoder.layers[2].self_attn, bad, "layer 2")
+        _check_attention(tiny.model.model.encoder.layers[2].self_attn, bad, "layer 2")
     with pytest.raises(ValueError, match="ranks"):
         TwinSelfAttention.from_attention(tiny.model.model.encoder.layers[2].self_attn, [65] * 6)
 

@@ -58,7 +58,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> WhisperBundle:
     """Load a Whisper model by built-in name, folder or hub id (see `resolver`).
 
     Args:
-        name: "tiny.en", "base", a CTranslate2 or Hugging Face folder, or a hub id.
+        name: "tiny.en", "base", a CTranslate2 or Hugging Face folder, a compressed model
+            folder written by `asr-app adapt`, or a hub id.
         device: "cpu" or "cuda".
     Returns:
         A WhisperBundle ready for `asr_app.decoding`.
@@ -73,10 +74,15 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> WhisperBundle:
         raise ModelError(f"--device must be cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+    from asr_app.compression.adaptwin.checkpoint import is_compressed_dir, load_compressed
+
     source = find_model(name)
     location = str(converted_dir(source)) if source.kind == "ct2" else source.location
     try:
-        model = WhisperForConditionalGeneration.from_pretrained(location, dtype=torch.float32)
+        if is_compressed_dir(location):  # a model written by `asr-app adapt`
+            model, _ = load_compressed(location)
+        else:
+            model = WhisperForConditionalGeneration.from_pretrained(location, dtype=torch.float32)
         tokenizer = WhisperTokenizer.from_pretrained(location)
         feature_extractor = WhisperFeatureExtractor.from_pretrained(location)
     except (OSError, ValueError) as e:

@@ -1,28 +1,109 @@
-"""Model surgery: replace a Whisper encoder's self-attention with TwinSelfAttention."""
+"""Model surgery: factor a Whisper encoder by a CompressionPlan, checked key by key."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from asr_app.compression.adaptwin.layer import TwinSelfAttention
+from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
+from asr_app.compression.adaptwin.layer import LowRankLinear, TwinSelfAttention
 
 
-def _check_surgery(old: nn.Module, new: TwinSelfAttention, where: str) -> None:
+def _encoder(model: nn.Module) -> nn.Module:
+    return model.model.encoder if hasattr(model, "model") else model.encoder
+
+
+def _check_attention(old: nn.Module, new: TwinSelfAttention, where: str) -> None:
     """Key by key: same names (less the folded value bias), shapes as the ranks say."""
     old_keys = {k: tuple(v.shape) for k, v in old.state_dict().items()}
     new_keys = {k: tuple(v.shape) for k, v in new.state_dict().items()}
     expected = set(old_keys) - {"v_proj.bias"}
     problems = sorted(set(new_keys) ^ expected)
-    total, d = sum(new.ranks), new.embed_dim
-    want = {"q_proj.weight": (total, d), "q_proj.bias": (total,), "k_proj.weight": (total, d),
-            "v_proj.weight": (total, d), "out_proj.weight": (d, total), "out_proj.bias": (d,)}
+    qk, vo, d = sum(new.ranks), sum(new.vo_ranks), new.embed_dim
+    want = {"q_proj.weight": (qk, d), "q_proj.bias": (qk,), "k_proj.weight": (qk, d),
+            "v_proj.weight": (vo, d), "out_proj.weight": (d, vo), "out_proj.bias": (d,)}
     problems += [f"{k}: {new_keys.get(k)} != {s}" for k, s in want.items() if new_keys.get(k) != s]
     if problems:
         raise ValueError(f"{where}: surgery mismatch in keys {problems}")
 
 
+def _check_linear(old: nn.Linear, new: LowRankLinear, where: str) -> None:
+    """weight -> down.weight (rank, in) + up.weight (out, rank); bias -> up.bias."""
+    new_keys = {k: tuple(v.shape) for k, v in new.state_dict().items()}
+    want = {"down.weight": (new.rank, old.in_features), "up.weight": (old.out_features, new.rank)}
+    if old.bias is not None:
+        want["up.bias"] = (old.out_features,)
+    problems = sorted(set(new_keys) ^ set(want)) + [f"{k}: {new_keys.get(k)} != {s}" for k, s in want.items()
+                                                    if k in new_keys and new_keys[k] != s]
+    if problems:
+        raise ValueError(f"{where}: surgery mismatch in keys {problems}")
+
+
+def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dict:
+    """Replace encoder attention and feed-forward layers by their factors, in place.
+
+    Args:
+        model: a `WhisperForConditionalGeneration` (or `WhisperModel`), dense encoder.
+        plan: ranks per layer; plan.data_aware needs `stats`.
+        stats: `ActivationStats` (second moments of each layer's inputs) or None.
+    Returns:
+        `param_counts` before and after: {"before": {...}, "after": {...}}.
+    Raises:
+        ValueError: ranks out of range, data-aware without stats, or a key/shape mismatch
+            after surgery (listing the keys).
+    """
+    if plan.data_aware and stats is None:
+        raise ValueError("a data-aware plan needs activation statistics (stats)")
+    before = param_counts(model)
+    encoder = _encoder(model)
+    for i, lp in sorted(plan.layers.items()):
+        if not 0 <= i < len(encoder.layers):
+            raise ValueError(f"plan names encoder layer {i}; the encoder has {len(encoder.layers)}")
+        layer = encoder.layers[i]
+        cov = (lambda kind: getattr(stats, kind)[i]) if plan.data_aware else (lambda kind: None)
+        if lp.qk is not None:
+            new = TwinSelfAttention.from_attention(layer.self_attn, lp.qk, lp.vo, cov("attn_in"), plan.mode)
+            _check_attention(layer.self_attn, new, f"encoder layer {i} self_attn")
+            layer.self_attn = new
+        for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
+            if rank is not None:
+                old = getattr(layer, name)
+                new = LowRankLinear.from_linear(old, rank, cov(f"{name}_in"))
+                _check_linear(old, new, f"encoder layer {i} {name}")
+                setattr(layer, name, new)
+    return {"before": before, "after": param_counts(model)}
+
+
+def build_structure(model: nn.Module, plan: CompressionPlan) -> None:
+    """Give a freshly built dense model the plan's factored modules (weights to be loaded).
+
+    Used to load a saved compressed model: build the dense architecture from its
+    config.json, call this, then load the safetensors with strict key checking.
+    """
+    encoder = _encoder(model)
+    for i, lp in sorted(plan.layers.items()):
+        layer = encoder.layers[i]
+        if lp.qk is not None:
+            layer.self_attn = TwinSelfAttention(layer.self_attn.embed_dim, lp.qk, lp.vo)
+        for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
+            if rank is not None:
+                old = getattr(layer, name)
+                setattr(layer, name, LowRankLinear(old.in_features, old.out_features, rank, old.bias is not None))
+
+
+def param_counts(model: nn.Module) -> dict:
+    """Parameters of the encoder's self-attention, the whole encoder, and the whole model.
+
+    Every stored parameter counts, the encoder's fixed sinusoidal positions included (they
+    are in the checkpoint). Returns {"encoder_attention": n, "encoder": n, "model": n}.
+    """
+    encoder = _encoder(model)
+    attn = sum(p.numel() for layer in encoder.layers for p in layer.self_attn.parameters())
+    return {"encoder_attention": attn, "encoder": sum(p.numel() for p in encoder.parameters()),
+            "model": sum(p.numel() for p in model.parameters())}
+
+
 def factor_encoder_attention(model: nn.Module, ranks: dict[int, list[int]] | int) -> dict:
-    """Replace each encoder layer's self-attention by its product twins, in place.
+    """Factor only the encoder self-attention (plain Frobenius, joint), in place.
 
     Args:
         model: a `WhisperForConditionalGeneration` (or `WhisperModel`).
@@ -33,19 +114,9 @@ def factor_encoder_attention(model: nn.Module, ranks: dict[int, list[int]] | int
     Raises:
         ValueError: ranks out of range, or a key/shape mismatch after surgery (listing keys).
     """
-    encoder = model.model.encoder if hasattr(model, "model") else model.encoder
+    encoder = _encoder(model)
     heads = encoder.config.encoder_attention_heads
     plan = {i: [ranks] * heads for i in range(len(encoder.layers))} if isinstance(ranks, int) else dict(ranks)
-    before = after = 0
-    for i, layer in enumerate(encoder.layers):
-        old = layer.self_attn
-        n_old = sum(p.numel() for p in old.parameters())
-        before += n_old
-        if i not in plan:
-            after += n_old
-            continue
-        new = TwinSelfAttention.from_attention(old, plan[i])
-        _check_surgery(old, new, f"encoder layer {i}")
-        layer.self_attn = new
-        after += sum(p.numel() for p in new.parameters())
-    return {"attention_params_before": before, "attention_params_after": after, "ranks": plan}
+    counts = compress_encoder(model, CompressionPlan({i: LayerPlan(r, r) for i, r in plan.items()}, data_aware=False))
+    return {"attention_params_before": counts["before"]["encoder_attention"],
+            "attention_params_after": counts["after"]["encoder_attention"], "ranks": plan}

@@ -1,10 +1,14 @@
 """The factored encoder self-attention: per-head product twins as ordinary linear layers.
 
 q_proj, k_proj, v_proj and out_proj keep their names (so peft can target them) but hold
-sum(ranks) rows or columns instead of d_model: head h owns a block of ranks[h]. At run time
-each head's block is placed in a zero-padded (heads, max_rank) layout and one
-scaled-dot-product attention call runs with scale 1 (the 1/sqrt(head_dim) is folded into
-q_proj). Padded dimensions are zero in queries, keys and values, so they change nothing.
+sum(ranks) rows or columns instead of d_model: head h owns a block of qk_ranks[h] query/key
+dimensions and vo_ranks[h] value/output dimensions. At run time each head's block is placed
+in a zero-padded (heads, max_rank) layout and one scaled-dot-product attention call runs
+with scale 1 (the 1/sqrt(head_dim) is folded into q_proj). Padded dimensions are zero in
+queries, keys and values, so they change nothing.
+
+`LowRankLinear` replaces a feed-forward `nn.Linear` by `up(down(x))`, two ordinary linear
+layers of inner size `rank`.
 """
 
 from __future__ import annotations
@@ -13,56 +17,74 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr_app.compression.adaptwin.factorize import factor_query_key, factor_value_output
+from asr_app.compression.adaptwin.factorize import factor_linear, factor_query_key, factor_value_output
 
 
 class TwinSelfAttention(nn.Module):
-    """Encoder self-attention with rank-`ranks[h]` query/key and value/output twins per head.
+    """Encoder self-attention with rank-`qk_ranks[h]` query/key and rank-`vo_ranks[h]`
+    value/output twins per head.
 
     Args:
         embed_dim: d_model.
-        ranks: one rank per head, each >= 1.
+        ranks: query/key rank per head, each >= 1.
+        vo_ranks: value/output rank per head (default: `ranks`).
     Raises:
-        ValueError: an empty or non-positive rank list.
+        ValueError: an empty or non-positive rank list, or lists of different lengths.
     Source: AdaPTwin (Biju et al., 2024); see README.md in this folder.
     """
 
-    def __init__(self, embed_dim: int, ranks: list[int]):
+    def __init__(self, embed_dim: int, ranks: list[int], vo_ranks: list[int] | None = None):
         super().__init__()
-        if not ranks or min(ranks) < 1:
-            raise ValueError(f"ranks must be a non-empty list of positive ints, got {ranks}")
+        vo_ranks = list(ranks) if vo_ranks is None else list(vo_ranks)
+        for name, rs in (("ranks", ranks), ("vo_ranks", vo_ranks)):
+            if not rs or min(rs) < 1:
+                raise ValueError(f"{name} must be a non-empty list of positive ints, got {rs}")
+        if len(vo_ranks) != len(ranks):
+            raise ValueError(f"ranks and vo_ranks need one entry per head, got {len(ranks)} and {len(vo_ranks)}")
         self.embed_dim = embed_dim
         self.ranks = list(ranks)
+        self.vo_ranks = vo_ranks
         self.num_heads = len(ranks)
         self.max_rank = max(ranks)
-        total = sum(ranks)
-        self.q_proj = nn.Linear(embed_dim, total, bias=True)
-        self.k_proj = nn.Linear(embed_dim, total, bias=False)
-        self.v_proj = nn.Linear(embed_dim, total, bias=False)
-        self.out_proj = nn.Linear(total, embed_dim, bias=True)
+        self.max_vo_rank = max(vo_ranks)
+        self.q_proj = nn.Linear(embed_dim, sum(ranks), bias=True)
+        self.k_proj = nn.Linear(embed_dim, sum(ranks), bias=False)
+        self.v_proj = nn.Linear(embed_dim, sum(vo_ranks), bias=False)
+        self.out_proj = nn.Linear(sum(vo_ranks), embed_dim, bias=True)
         slots = [h * self.max_rank + j for h, r in enumerate(ranks) for j in range(r)]
+        vo_slots = [h * self.max_vo_rank + j for h, r in enumerate(vo_ranks) for j in range(r)]
         self.register_buffer("slots", torch.tensor(slots, dtype=torch.long), persistent=False)
+        self.register_buffer("vo_slots", torch.tensor(vo_slots, dtype=torch.long), persistent=False)
 
     @classmethod
-    def from_attention(cls, attn: nn.Module, ranks: list[int]) -> "TwinSelfAttention":
+    def from_attention(cls, attn: nn.Module, ranks: list[int], vo_ranks: list[int] | None = None,
+                       cov: torch.Tensor | None = None, mode: str = "joint") -> "TwinSelfAttention":
         """Factor a Hugging Face `WhisperAttention` (encoder self-attention) head by head.
 
         At ranks == [head_dim] * heads the result computes the same function to float32
         precision (tested).
+
+        Args:
+            attn: the dense attention; ranks / vo_ranks: per head, 1..head_dim.
+            cov: (d_model, d_model) second moment of the attention's input (data-aware) or None.
+            mode: "joint" (product twins) or "separate" (Q and K truncated on their own).
+        Raises:
+            ValueError: ranks of the wrong length or out of range.
         """
         h, hd = attn.num_heads, attn.head_dim
-        if len(ranks) != h or max(ranks) > hd:
-            raise ValueError(f"need {h} ranks of at most {hd}, got {ranks}")
-        new = cls(attn.embed_dim, ranks)
+        vo_ranks = list(ranks) if vo_ranks is None else list(vo_ranks)
+        if len(ranks) != h or max(ranks) > hd or len(vo_ranks) != h or max(vo_ranks) > hd:
+            raise ValueError(f"need {h} ranks of at most {hd}, got {ranks} and {vo_ranks}")
+        new = cls(attn.embed_dim, ranks, vo_ranks)
         q_rows, k_rows, qb, v_rows, o_cols = [], [], [], [], []
         out_bias = attn.out_proj.bias.detach().clone()
         with torch.no_grad():
-            for i, r in enumerate(ranks):
+            for i, (r, r_vo) in enumerate(zip(ranks, vo_ranks)):
                 rows = slice(i * hd, (i + 1) * hd)
                 q, k, b = factor_query_key(attn.q_proj.weight[rows], attn.q_proj.bias[rows], attn.k_proj.weight[rows],
-                                           r, attn.scaling)
+                                           r, attn.scaling, cov, mode)
                 v, o, delta = factor_value_output(attn.v_proj.weight[rows], attn.v_proj.bias[rows],
-                                                  attn.out_proj.weight[:, rows], r)
+                                                  attn.out_proj.weight[:, rows], r_vo, cov, mode)
                 q_rows.append(q)
                 k_rows.append(k)
                 qb.append(b)
@@ -77,12 +99,14 @@ class TwinSelfAttention(nn.Module):
             new.out_proj.bias.copy_(out_bias)
         return new.to(attn.q_proj.weight.device)
 
-    def _heads(self, x: Tensor) -> Tensor:
-        """(batch, T, sum(ranks)) -> (batch, heads, T, max_rank), zero-padded."""
+    def _heads(self, x: Tensor, slots: Tensor, width: int) -> Tensor:
+        """(batch, T, sum(ranks)) -> (batch, heads, T, width), zero-padded."""
         b, t, _ = x.shape
-        full = x.new_zeros(b, t, self.num_heads * self.max_rank)
-        full.index_copy_(2, self.slots, x)
-        return full.view(b, t, self.num_heads, self.max_rank).transpose(1, 2)
+        if slots.numel() == self.num_heads * width:  # equal ranks: no padding needed
+            return x.view(b, t, self.num_heads, width).transpose(1, 2)
+        full = x.new_zeros(b, t, self.num_heads * width)
+        full = full.index_copy(2, slots, x)
+        return full.view(b, t, self.num_heads, width).transpose(1, 2)
 
     def forward(self, hidden_states: Tensor, key_value_states=None, past_key_values=None, attention_mask=None,
                 output_attentions: bool = False, **kwargs) -> tuple[Tensor, None]:
@@ -93,10 +117,46 @@ class TwinSelfAttention(nn.Module):
         """
         if key_value_states is not None or past_key_values is not None or output_attentions:
             raise ValueError("TwinSelfAttention is encoder self-attention only (no cross-attention, cache or weights)")
-        q = self._heads(self.q_proj(hidden_states))
-        k = self._heads(self.k_proj(hidden_states))
-        v = self._heads(self.v_proj(hidden_states))
+        q = self._heads(self.q_proj(hidden_states), self.slots, self.max_rank)
+        k = self._heads(self.k_proj(hidden_states), self.slots, self.max_rank)
+        v = self._heads(self.v_proj(hidden_states), self.vo_slots, self.max_vo_rank)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=1.0)
         b, _, t, _ = out.shape
-        out = out.transpose(1, 2).reshape(b, t, -1).index_select(2, self.slots)
+        out = out.transpose(1, 2).reshape(b, t, -1)
+        if self.vo_slots.numel() != out.shape[-1]:
+            out = out.index_select(2, self.vo_slots)
         return self.out_proj(out), None
+
+
+class LowRankLinear(nn.Module):
+    """`up(down(x))`: a rank-`rank` stand-in for an `nn.Linear` (feed-forward fc1 / fc2).
+
+    Args:
+        in_features, out_features: as the dense layer; rank: inner size >= 1; bias: on `up`.
+    Shapes: (..., in_features) -> (..., out_features).
+    Raises:
+        ValueError: rank < 1.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: int, cov: torch.Tensor | None = None) -> "LowRankLinear":
+        """Truncated (optionally input-whitened) SVD of `linear` (see `factor_linear`)."""
+        new = cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None)
+        down, up = factor_linear(linear.weight.detach(), rank, cov)
+        with torch.no_grad():
+            new.down.weight.copy_(down)
+            new.up.weight.copy_(up)
+            if linear.bias is not None:
+                new.up.bias.copy_(linear.bias)
+        return new.to(linear.weight.device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(self.down(x))

@@ -1,0 +1,581 @@
+"""`asr-app adapt`: compress and adapt Whisper to one speaker's enrollment profile.
+
+Stages (each checkpointed in `<profile>/adapt/<run>/`, so an interrupted run resumes at the
+stage, and inside training stages at the last saved step, where it stopped):
+
+1. data       pack the profile's training takes into 30-second windows with timestamped
+              targets (replay sets too); held-out takes are never trained on
+2. calibrate  activation second moments and site sensitivities on the speaker's windows
+3. factor     rank allocation under the parameter budget, then AdaPTwin surgery
+4. layerwise  LoRA on the factors, layer-wise distillation toward the original, merge
+5. finetune   LoRA again, end-to-end on speaker + replay windows (+ teacher KL), merge
+6. control    the original model with the same LoRA fine-tuning only (comparison)
+7. evaluate   WER of original, control and compressed on the held-out takes and a
+              general set; the report is printed and saved as JSON
+The compressed model is saved in `<profile>/models/<run>/` and listed in profile.json, so
+`--profile NAME` loads it in transcribe, eval, bench and --live.
+Method: AdaPTwin (Biju, Sriram, Pilanci 2024); see compression/adaptwin/README.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from asr_app.audio import N_SAMPLES, SAMPLE_RATE_HZ, load_audio, log_mel_window
+from asr_app.errors import AsrAppError
+
+STAGES = ("data", "calibrate", "factor", "layerwise", "finetune", "control", "evaluate")
+TIMESTAMP_S = 0.02  # Whisper's timestamp token resolution
+WINDOW_FILL_S = 29.0  # pack takes up to this length, leaving room before the 30 s edge
+
+
+class AdaptError(AsrAppError):
+    """Adaptation cannot run (no profile data, bad options)."""
+
+
+@dataclass(frozen=True)
+class AdaptOptions:
+    """Options of one adaptation run.
+
+    Attributes:
+        base: base model (built-in name, folder or hub id).
+        target_ratio: encoder parameters kept / original (0.55 removes 45%).
+        allocation: "sensitivity" (data-aware ranks per layer and head) or "uniform".
+        data_aware: whitened factorization with the speaker's activation statistics.
+        mode: "joint" (product twins) or "separate" (Q and K truncated apart; ablation).
+        ffn: also factor fc1/fc2 (needed past about 30% of the encoder).
+        lora_rank: LoRA rank in both training stages.
+        layerwise_epochs, finetune_epochs: passes over the speaker's windows.
+        batch_size: windows per optimizer step.
+        layerwise_lr, finetune_lr: peak learning rates.
+        kd_weight: weight of the KL term toward the original model in fine-tuning.
+        replay: dataset folders or manifests of other voices mixed into fine-tuning.
+        replay_ratio: replay windows per speaker window (at most what the sets hold).
+        stages: which recovery stages run ("layerwise", "finetune"); ablations drop some.
+        control: also fine-tune the original with LoRA only, for comparison.
+        general_set, general_limit: general (other speakers) evaluation set and its size.
+        time_budget_min: wall-clock budget for the training stages, or None (epochs only).
+        device: "cpu" or "cuda"; threads: CPU threads; seed: for shuffling and noise.
+    """
+
+    base: str = "tiny.en"
+    target_ratio: float = 0.55
+    allocation: str = "sensitivity"
+    data_aware: bool = True
+    mode: str = "joint"
+    ffn: bool = True
+    lora_rank: int = 16
+    layerwise_epochs: float = 3.0
+    finetune_epochs: float = 3.0
+    batch_size: int = 2
+    layerwise_lr: float = 2e-3
+    finetune_lr: float = 5e-4
+    kd_weight: float = 0.5
+    replay: tuple[str, ...] = ()
+    replay_ratio: float = 1.0
+    stages: tuple[str, ...] = ("layerwise", "finetune")
+    control: bool = True
+    general_set: str | None = None
+    general_limit: int | None = None
+    time_budget_min: float | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.target_ratio <= 1:
+            raise ValueError(f"target_ratio must be in (0, 1], got {self.target_ratio}")
+        if self.allocation not in ("sensitivity", "uniform"):
+            raise ValueError(f"allocation must be 'sensitivity' or 'uniform', got {self.allocation!r}")
+        if self.mode not in ("joint", "separate"):
+            raise ValueError(f"mode must be 'joint' or 'separate', got {self.mode!r}")
+        if self.mode == "separate" and (self.data_aware or self.allocation != "uniform"):
+            raise ValueError("mode 'separate' is the plain baseline: use it with allocation 'uniform', data_aware off")
+        if self.allocation == "sensitivity" and not self.data_aware:
+            raise ValueError("allocation 'sensitivity' needs data_aware (it weighs whitened singular values)")
+        if set(self.stages) - {"layerwise", "finetune"}:
+            raise ValueError(f"stages must be among layerwise, finetune; got {self.stages}")
+        if self.batch_size < 1 or self.lora_rank < 1:
+            raise ValueError("batch_size and lora_rank must be >= 1")
+
+    def run_name(self) -> str:
+        """Folder name of this run: base, ratio and what differs from the defaults."""
+        base = re.sub(r"[^A-Za-z0-9.]+", "_", Path(self.base).name or self.base)
+        name = f"{base}-keep{self.target_ratio:g}"
+        if self.allocation != "sensitivity":
+            name += f"-{self.allocation}"
+        if not self.data_aware:
+            name += "-plain"
+        if self.mode != "joint":
+            name += f"-{self.mode}"
+        if not self.ffn:
+            name += "-attnonly"
+        if tuple(self.stages) != ("layerwise", "finetune"):
+            name += "-" + ("+".join(self.stages) or "twinsonly")
+        return name
+
+
+@dataclass
+class Window:
+    """Up to 30 s of packed takes: (n_mels, 3000) log-mel and decoder labels."""
+
+    mel: np.ndarray
+    labels: list[int]
+    audio_s: float
+
+
+@dataclass
+class AdaptReport:
+    """What `run_adapt` measured (saved as report.json)."""
+
+    profile: str
+    options: dict
+    model_dir: str | None = None
+    params: dict = field(default_factory=dict)
+    plan: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)
+    wer: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- data ------------------------------------------------------------------------------------
+def training_text(text: str) -> str:
+    """Transcript as a training target: ALL-CAPS corpora (LibriSpeech) become sentence case,
+    so fine-tuning does not teach the model to shout; anything else is kept as written."""
+    text = " ".join(text.split())
+    if text.isupper():
+        text = text.lower()
+        text = re.sub(r"\bi\b", "I", text)
+        text = text[:1].upper() + text[1:]
+    return text
+
+
+def pack_windows(utterances, bundle, on_progress: Callable[[int], None] | None = None) -> list[Window]:
+    """Pack utterances in order into windows of at most WINDOW_FILL_S seconds.
+
+    Labels follow what the decoder sees after <|startoftranscript|>: [<|en|> <|transcribe|>]
+    (multilingual models) then, per utterance, <|start|> text <|end|> in timestamp tokens
+    (0.02 s), then <|endoftext|>, as Whisper decodes in timestamp mode.
+
+    Args:
+        utterances: `datasets.Utterance`s (audio path, text).
+        bundle: the base `WhisperBundle` (tokenizer, feature extractor, special tokens).
+    Returns:
+        Windows; utterances longer than a window or unreadable are skipped.
+    """
+    sp, tok = bundle.special, bundle.tokenizer
+    prefix = [sp.languages["en"], sp.transcribe] if bundle.is_multilingual else []
+    max_ts = sp.timestamp_begin + 1500
+
+    def ts(t_s: float) -> int:
+        return min(sp.timestamp_begin + int(round(t_s / TIMESTAMP_S)), max_ts)
+
+    windows, audio, tokens, offset = [], [], [], 0.0
+
+    def flush():
+        nonlocal audio, tokens, offset
+        if audio:
+            signal = np.concatenate(audio)[:N_SAMPLES]
+            windows.append(Window(log_mel_window(bundle.feature_extractor, signal), prefix + tokens + [sp.eot],
+                                  len(signal) / SAMPLE_RATE_HZ))
+        audio, tokens, offset = [], [], 0.0
+
+    for n, utt in enumerate(utterances):
+        try:
+            signal = load_audio(utt.audio)
+        except AsrAppError:
+            continue
+        dur = len(signal) / SAMPLE_RATE_HZ
+        if dur > WINDOW_FILL_S:
+            continue
+        if offset + dur > WINDOW_FILL_S:
+            flush()
+        text_ids = tok.encode(" " + training_text(utt.text), add_special_tokens=False)
+        tokens += [ts(offset)] + text_ids + [ts(offset + dur)]
+        audio.append(signal)
+        offset += dur
+        if on_progress:
+            on_progress(n)
+    flush()
+    return windows
+
+
+def _batches(windows: list[Window], batch_size: int, rng: random.Random, with_labels: bool):
+    import torch
+
+    order = list(range(len(windows)))
+    rng.shuffle(order)
+    out = []
+    for i in range(0, len(order), batch_size):
+        chunk = [windows[j] for j in order[i:i + batch_size]]
+        mel = torch.from_numpy(np.stack([w.mel for w in chunk]))
+        if not with_labels:
+            out.append(mel)
+            continue
+        width = max(len(w.labels) for w in chunk)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        for k, w in enumerate(chunk):
+            labels[k, :len(w.labels)] = torch.tensor(w.labels)
+        out.append((mel, labels))
+    return out
+
+
+# -- state -----------------------------------------------------------------------------------
+class _RunState:
+    """state.json of a run folder: finished stages and their results (written atomically)."""
+
+    def __init__(self, folder: Path, options: AdaptOptions):
+        from asr_app.outputs import atomic_write_text
+
+        self.folder, self._write = folder, atomic_write_text
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "state.json"
+        new = json.loads(json.dumps(asdict(options)))
+        self.data = json.loads(path.read_text()) if path.is_file() else {"options": new, "stages": {}}
+        old = dict(self.data["options"])
+        # the evaluation set and time budget may change between resumes; training options may not
+        loose = ("general_set", "general_limit", "time_budget_min", "threads", "control", "device")
+        if {k: v for k, v in old.items() if k not in loose} != {k: v for k, v in new.items() if k not in loose}:
+            raise AdaptError(f"{folder} holds a run with other options; delete it to start over")
+        self.data["options"] = new
+
+    def done(self, stage: str) -> dict | None:
+        return self.data["stages"].get(stage)
+
+    def finish(self, stage: str, result: dict) -> None:
+        self.data["stages"][stage] = result
+        self.save()
+
+    def save(self) -> None:
+        self._write(self.folder / "state.json", json.dumps(self.data, indent=2))
+
+
+def _save_tensors(tensors: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def _optimizer_to_tensors(state: dict) -> tuple[dict, dict]:
+    """AdamW state_dict -> (tensors for safetensors, JSON-able rest)."""
+    tensors, meta = {}, {"param_groups": state["param_groups"], "keys": {}}
+    for idx, entry in state["state"].items():
+        meta["keys"][str(idx)] = list(entry)
+        for name, value in entry.items():
+            tensors[f"{idx}.{name}"] = value if hasattr(value, "shape") else __import__("torch").tensor(value)
+    return tensors, meta
+
+
+def _optimizer_from_tensors(tensors: dict, meta: dict) -> dict:
+    state = {int(idx): {name: tensors[f"{idx}.{name}"] for name in names} for idx, names in meta["keys"].items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# -- the run ---------------------------------------------------------------------------------
+class Adapter:
+    """Runs the stages of one adaptation (see module docstring).
+
+    Args:
+        profile: an `enroll.profile.Profile`.
+        options: AdaptOptions.
+        on_event: callback(kind, payload) for progress: ("stage", name), ("progress",
+            (stage, done, total)), ("info", text).
+    Raises:
+        AdaptError: no training takes, a run folder with other options.
+    """
+
+    def __init__(self, profile, options: AdaptOptions, on_event: Callable | None = None):
+        self.profile, self.options = profile, options
+        self.on_event = on_event or (lambda kind, payload: None)
+        self.folder = profile.path / "adapt" / options.run_name()
+        self.state = _RunState(self.folder, options)
+        self.report = AdaptReport(profile=str(profile.path), options=asdict(options))
+        self._deadline = None
+
+    # -- helpers --------------------------------------------------------------------------
+    def _event(self, kind, payload):
+        self.on_event(kind, payload)
+
+    def _load_base(self):
+        from asr_app.models import load_model
+
+        return load_model(self.options.base, self.options.device)
+
+    def _stage_deadline(self, share: float) -> float | None:
+        if self.options.time_budget_min is None:
+            return None
+        remaining = self._budget_end - time.monotonic()
+        return time.monotonic() + max(0.0, remaining * share)
+
+    # -- stages ---------------------------------------------------------------------------
+    def run(self) -> AdaptReport:
+        import torch
+
+        from asr_app.datasets import load_dataset
+
+        opts = self.options
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        torch.manual_seed(opts.seed)
+        t_start = time.monotonic()
+        self._budget_end = t_start + 60 * (opts.time_budget_min or 0)
+        bundle = self._load_base()
+        teacher = bundle.model
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+        # 1 data
+        t0 = time.monotonic()
+        self._event("stage", "data")
+        manifest = self.profile.path / "manifest.jsonl"
+        train = [u for u in load_dataset(manifest, split="train")] if manifest.exists() else []
+        if not train:
+            raise AdaptError(f"profile {self.profile.path.name} has no training takes: record some with "
+                             f"`asr-app enroll --profile {self.profile.path.name}`")
+        speaker = pack_windows(train, bundle, lambda n: self._event("progress", ("data", n + 1, len(train))))
+        replay_utts = [u for src in opts.replay for u in load_dataset(src)]
+        random.Random(opts.seed).shuffle(replay_utts)
+        want_s = opts.replay_ratio * sum(w.audio_s for w in speaker)
+        picked, total = [], 0.0
+        for u in replay_utts:
+            if total >= want_s:
+                break
+            picked.append(u)
+            total += u.duration_s or 10.0
+        replay = pack_windows(picked, bundle)
+        data = {"speaker_takes": len(train), "speaker_windows": len(speaker),
+                "speaker_minutes": round(sum(w.audio_s for w in speaker) / 60, 2),
+                "replay_sets": list(opts.replay), "replay_windows": len(replay),
+                "replay_minutes": round(sum(w.audio_s for w in replay) / 60, 2),
+                "heldout_takes": len(self.profile.takes("heldout"))}
+        self.report.data = data
+        self.report.stages["data"] = {"wall_s": round(time.monotonic() - t0, 1)}
+        rng = random.Random(opts.seed)
+
+        # 2 calibrate
+        stats, gains = self._calibrate(teacher, speaker)
+        # 3 factor
+        model, plan = self._factor(teacher, stats, gains)
+        # 4 layerwise
+        if "layerwise" in opts.stages:
+            model = self._train_stage("layerwise", model, teacher, plan, speaker, replay, rng)
+        # 5 finetune
+        if "finetune" in opts.stages:
+            model = self._train_stage("finetune", model, teacher, plan, speaker, replay, rng)
+        model_dir = self._save_final(model, plan, bundle, data)
+        # 6 control
+        control = None
+        if opts.control:
+            control = self._train_stage("control", copy.deepcopy(teacher), teacher, None, speaker, replay, rng)
+        self.report.stages["adapt_total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
+        # 7 evaluate
+        self._evaluate(bundle, {"original": teacher, "lora_control": control, "compressed": model})
+        self.report.model_dir = str(model_dir)
+        self.report.stages["total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
+        from asr_app.outputs import atomic_write_text
+
+        atomic_write_text(self.folder / "report.json", json.dumps(self.report.to_dict(), indent=2))
+        atomic_write_text(model_dir / "report.json", json.dumps(self.report.to_dict(), indent=2))
+        return self.report
+
+    def _calibrate(self, teacher, speaker):
+        import torch
+        from safetensors.torch import load_file
+
+        from asr_app.compression.adaptwin.calibrate import (ActivationStats, collect_activation_stats,
+                                                            measure_sensitivity)
+
+        if not self.options.data_aware:
+            return None, None
+        path = self.folder / "stats.safetensors"
+        done = self.state.done("calibrate")
+        self._event("stage", "calibrate")
+        if done and path.is_file():
+            self.report.stages["calibrate"] = done
+            return ActivationStats.from_state_dict(load_file(str(path))), done["gains"]
+        t0 = time.monotonic()
+        mels = [torch.from_numpy(w.mel[None]) for w in speaker]
+        stats = collect_activation_stats(teacher, mels, lambda b: self._event("progress", ("calibrate", b + 1, len(mels))))
+        probe = torch.cat(mels[: min(2, len(mels))])
+        gains = measure_sensitivity(teacher, probe, seed=self.options.seed)
+        _save_tensors(stats.state_dict(), path)
+        result = {"wall_s": round(time.monotonic() - t0, 1), "positions": stats.positions, "gains": gains}
+        self.state.finish("calibrate", result)
+        self.report.stages["calibrate"] = result
+        return stats, gains
+
+    def _factor(self, teacher, stats, gains):
+        from asr_app.compression.adaptwin.allocate import allocate_ranks, uniform_plan
+        from asr_app.compression.adaptwin.apply import compress_encoder, param_counts
+        from asr_app.compression.adaptwin.config import CompressionPlan
+
+        opts = self.options
+        self._event("stage", "factor")
+        done = self.state.done("factor")
+        t0 = time.monotonic()
+        if done:
+            plan = CompressionPlan.from_dict(done["plan"])
+        elif opts.allocation == "sensitivity":
+            plan = allocate_ranks(teacher, opts.target_ratio, stats, gains, attention=True, ffn=opts.ffn)
+        else:
+            plan = uniform_plan(teacher, opts.target_ratio, attention=True, ffn=opts.ffn, mode=opts.mode)
+            plan.data_aware = opts.data_aware
+        model = copy.deepcopy(teacher)
+        counts = compress_encoder(model, plan, stats)
+        before, after = counts["before"], counts["after"]
+        self.report.params = {"original": before, "compressed": after,
+                              "removed_share": {k: round(1 - after[k] / before[k], 4) for k in before}}
+        self.report.plan = plan.to_dict()
+        result = {"wall_s": round(time.monotonic() - t0, 1) if not done else done["wall_s"], "plan": plan.to_dict()}
+        if not done:
+            self.state.finish("factor", result)
+        self.report.stages["factor"] = {"wall_s": result["wall_s"]}
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, plan
+
+    def _train_stage(self, stage: str, model, teacher, plan, speaker, replay, rng):
+        """LoRA + one training loop + merge, resumable from its checkpoints."""
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        from asr_app.compression.adaptwin.train import TrainConfig, add_lora, finetune, layerwise_distill, merge_lora
+
+        opts = self.options
+        self._event("stage", stage)
+        final = self.folder / f"{stage}.safetensors"
+        done = self.state.done(stage)
+        if done and final.is_file():
+            from safetensors.torch import load_model
+
+            load_model(model, str(final), strict=True)
+            self.report.stages[stage] = done
+            return model
+        t0 = time.monotonic()
+        layerwise = stage == "layerwise"
+        windows = speaker if layerwise else speaker + replay
+        epochs = opts.layerwise_epochs if layerwise else opts.finetune_epochs
+        steps = max(1, int(round(epochs * len(windows) / opts.batch_size)))
+        batches = []
+        for _ in range(int(np.ceil(epochs)) or 1):
+            batches += _batches(windows, opts.batch_size, rng, with_labels=not layerwise)
+        share = {"layerwise": 0.25, "finetune": 0.6, "control": 1.0}[stage]
+        cfg = TrainConfig(steps=steps, lr=opts.layerwise_lr if layerwise else opts.finetune_lr,
+                          kd_weight=opts.kd_weight, deadline_s=self._stage_deadline(share))
+        peft_model = add_lora(model, opts.lora_rank)
+        ckpt, ckpt_meta = self.folder / f"{stage}.ckpt.safetensors", self.folder / f"{stage}.ckpt.json"
+        opt_state, start = None, 0
+        if ckpt.is_file() and ckpt_meta.is_file():
+            meta = json.loads(ckpt_meta.read_text())
+            tensors = load_file(str(ckpt))
+            lora = {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")}
+            peft_model.load_state_dict(lora, strict=False)
+            opt_state = _optimizer_from_tensors({k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"])
+            start = meta["step"]
+            self._event("info", f"{stage}: resuming at step {start} of {steps}")
+
+        def on_checkpoint(step, optimizer_state):
+            lora = {f"lora.{k}": v for k, v in peft_model.state_dict().items() if "lora_" in k}
+            opt_t, opt_meta = _optimizer_to_tensors(optimizer_state)
+            save_file({**lora, **{f"opt.{k}": v.contiguous() for k, v in opt_t.items()}}, str(ckpt) + ".tmp")
+            Path(str(ckpt) + ".tmp").replace(ckpt)
+            from asr_app.outputs import atomic_write_text
+
+            atomic_write_text(ckpt_meta, json.dumps({"step": step, "optimizer": opt_meta}))
+
+        on_step = lambda step, loss: self._event("progress", (stage, step, steps, loss))  # noqa: E731
+        if layerwise:
+            result = layerwise_distill(peft_model, teacher, batches, cfg, opt_state, start, on_step, on_checkpoint)
+        else:
+            result = finetune(peft_model, batches, cfg, teacher if opts.kd_weight > 0 else None, opt_state, start,
+                              on_step, on_checkpoint)
+        model = merge_lora(peft_model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self._save_state(model, final)
+        result = {"wall_s": round(time.monotonic() - t0, 1), "planned_steps": steps, **result}
+        self.state.finish(stage, result)
+        for path in (ckpt, ckpt_meta):
+            path.unlink(missing_ok=True)
+        self.report.stages[stage] = result
+        return model
+
+    @staticmethod
+    def _save_state(model, path: Path) -> None:
+        from safetensors.torch import save_model
+
+        tmp = path.with_suffix(".tmp")
+        save_model(model, str(tmp))
+        tmp.replace(path)
+
+    def _save_final(self, model, plan, bundle, data) -> Path:
+        from asr_app.compression.adaptwin.checkpoint import save_compressed
+
+        name = self.options.run_name()
+        folder = self.profile.path / "models" / name
+        meta = {"base_model": self.options.base, "target_ratio": self.options.target_ratio,
+                "options": json.loads(json.dumps(asdict(self.options))), "data": data,
+                "params": self.report.params, "created": time.time()}
+        save_compressed(model, folder, plan, meta)
+        bundle.tokenizer.save_pretrained(str(folder))
+        bundle.feature_extractor.save_pretrained(str(folder))
+        models = [m for m in self.profile.meta().get("models", []) if m.get("name") != name]
+        models.append({"name": name, "path": f"models/{name}", "base": self.options.base, "method": "adaptwin",
+                       "encoder_removed": self.report.params["removed_share"]["encoder"], "created": time.time()})
+        self.profile.update_meta(models=models)
+        return folder
+
+    def _evaluate(self, bundle, models: dict) -> None:
+        from asr_app.datasets import load_dataset
+        from asr_app.evaluate import evaluate
+        from asr_app.transcribe import TranscribeOptions, Transcriber
+
+        opts = self.options
+        self._event("stage", "evaluate")
+        sets = [("heldout", str(self.profile.path / "manifest.jsonl"), "heldout", None)]
+        if opts.general_set:
+            sets.append(("general", opts.general_set, None, opts.general_limit))
+        done = self.state.done("evaluate") or {}
+        t0 = time.monotonic()
+        for set_name, path, split, limit in sets:
+            utts = load_dataset(path, None, limit, split=split)
+            row = self.report.wer.setdefault(set_name, {"set": path if not split else f"{path} [{split}]",
+                                                        "utterances": len(utts)})
+            for model_name, model in models.items():
+                key = f"{set_name}/{model_name}/{path}/{limit}"
+                if model is None:
+                    continue
+                if key not in done:
+                    b = replace(bundle, model=model.eval(), name=model_name)
+                    tr = Transcriber(TranscribeOptions(model=opts.base, device=opts.device, threads=opts.threads,
+                                                       vad=False), bundle=b)
+                    rep = evaluate(utts, tr, set_name, on_utterance=lambda r: None)
+                    done[key] = round(100 * rep.total.wer, 2)
+                    self.state.finish("evaluate", done)
+                row[model_name] = done[key]
+        self.report.stages["evaluate"] = {"wall_s": round(time.monotonic() - t0, 1)}
+
+
+def run_adapt(profile, options: AdaptOptions, on_event: Callable | None = None) -> AdaptReport:
+    """Compress and adapt `options.base` to `profile`'s voice; see the module docstring.
+
+    Returns:
+        AdaptReport (also saved as report.json in the run folder and the model folder).
+    Raises:
+        AdaptError: no training takes or conflicting earlier run; ModelError: base model.
+    """
+    return Adapter(profile, options, on_event).run()

@@ -1,0 +1,208 @@
+"""Speaker activation statistics and sensitivity, measured on the speaker's own audio.
+
+Two measurements drive the data-aware ("adaptive") variant of AdaPTwin:
+
+* `collect_activation_stats`: second moments E[x^T x] of the inputs of every encoder
+  self-attention, fc1 and fc2, accumulated window by window (float64 sums, nothing else
+  kept), for the whitened factorizations in `factorize.py`.
+* `measure_sensitivity`: how much squared error at the encoder output one unit of squared
+  error at a site inside layer i causes (sites: attention logits, attention output, fc1
+  output, fc2 output), by injecting small Gaussian noise at that site alone. The rank
+  allocator (`allocate.py`) multiplies each factor's expected truncation error by its
+  site's gain, so that errors in different layers are compared in one currency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SITES = ("qk", "attn_out", "fc1_out", "fc2_out")
+
+
+@dataclass
+class ActivationStats:
+    """Mean second moments of layer inputs over every encoder position seen.
+
+    Attributes:
+        attn_in: per layer, (d_model, d_model): input of self-attention (after its layer norm).
+        fc1_in: per layer, (d_model, d_model): input of fc1 (after the final layer norm).
+        fc2_in: per layer, (ffn_dim, ffn_dim): input of fc2 (after GELU).
+        positions: number of encoder positions (20 ms each) averaged over.
+    """
+
+    attn_in: list[Tensor]
+    fc1_in: list[Tensor]
+    fc2_in: list[Tensor]
+    positions: int
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Flat tensors for safetensors (float64 kept)."""
+        out = {"positions": torch.tensor([self.positions])}
+        for kind in ("attn_in", "fc1_in", "fc2_in"):
+            out.update({f"{kind}.{i}": c.contiguous() for i, c in enumerate(getattr(self, kind))})
+        return out
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Tensor]) -> "ActivationStats":
+        n = len([k for k in d if k.startswith("attn_in.")])
+        get = lambda kind: [d[f"{kind}.{i}"] for i in range(n)]  # noqa: E731
+        return cls(get("attn_in"), get("fc1_in"), get("fc2_in"), int(d["positions"][0]))
+
+
+def _encoder(model: nn.Module) -> nn.Module:
+    return model.model.encoder if hasattr(model, "model") else model.encoder
+
+
+@torch.no_grad()
+def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor],
+                             on_batch=None) -> ActivationStats:
+    """Accumulate input second moments of every encoder layer over `mel_batches`.
+
+    Args:
+        model: Whisper model (dense encoder); run in eval mode on its own device.
+        mel_batches: iterable of (batch, n_mels, 3000) float32 log-mel windows.
+        on_batch: optional callback(batch_index) for progress.
+    Returns:
+        ActivationStats (float64 tensors on CPU).
+    Source: activation statistics for whitened low-rank factorization (SVD-LLM style).
+    """
+    encoder = _encoder(model)
+    sums: dict[tuple[str, int], Tensor] = {}
+    count = [0]
+
+    def hook(kind: str, i: int, from_kwargs: bool):
+        def fn(module, args, kwargs=None):
+            x = kwargs["hidden_states"] if from_kwargs and "hidden_states" in kwargs else args[0]
+            x = x.reshape(-1, x.shape[-1]).to(torch.float64)
+            key = (kind, i)
+            sums[key] = sums.get(key, 0) + (x.T @ x).cpu()
+            if kind == "attn_in" and i == 0:
+                count[0] += x.shape[0]
+        return fn
+
+    handles = []
+    for i, layer in enumerate(encoder.layers):
+        handles.append(layer.self_attn.register_forward_pre_hook(hook("attn_in", i, True), with_kwargs=True))
+        handles.append(layer.fc1.register_forward_pre_hook(hook("fc1_in", i, False)))
+        handles.append(layer.fc2.register_forward_pre_hook(hook("fc2_in", i, False)))
+    device = next(model.parameters()).device
+    try:
+        for b, mel in enumerate(mel_batches):
+            encoder(mel.to(device))
+            if on_batch:
+                on_batch(b)
+    finally:
+        for h in handles:
+            h.remove()
+    if not count[0]:
+        raise ValueError("no audio windows to measure activation statistics on")
+    n = len(encoder.layers)
+    get = lambda kind: [sums[(kind, i)] / count[0] for i in range(n)]  # noqa: E731
+    return ActivationStats(get("attn_in"), get("fc1_in"), get("fc2_in"), count[0])
+
+
+class _NoisyLogitsAttention(nn.Module):
+    """A dense Whisper self-attention computed by hand, with Gaussian noise on its logits."""
+
+    def __init__(self, attn: nn.Module, std: float, generator: torch.Generator):
+        super().__init__()
+        self.attn, self.std, self.generator = attn, std, generator
+        self.noise_energy = 0.0
+        self.positions = 0
+
+    def forward(self, hidden_states: Tensor, attention_mask=None, **kwargs):
+        a = self.attn
+        b, t, _ = hidden_states.shape
+        split = lambda x: x.view(b, t, a.num_heads, a.head_dim).transpose(1, 2)  # noqa: E731
+        q, k, v = split(a.q_proj(hidden_states)) * a.scaling, split(a.k_proj(hidden_states)), split(a.v_proj(hidden_states))
+        logits = q @ k.transpose(-1, -2)
+        noise = torch.randn(logits.shape, generator=self.generator).to(logits) * self.std
+        out = F.softmax(logits + noise, dim=-1) @ v
+        return a.out_proj(out.transpose(1, 2).reshape(b, t, -1)), None
+
+
+@torch.no_grad()
+def measure_sensitivity(model: nn.Module, mels: Tensor, relative_std: float = 0.02, seed: int = 0) -> list[dict]:
+    """Encoder-output error per unit of error injected at each site of each layer.
+
+    For each layer i and site s, Gaussian noise of standard deviation sigma (relative_std
+    times the site's RMS) is added to that site alone and
+        gain[i][s] = mean over positions ||delta encoder output||^2 / (sigma^2 * n_site)
+    where n_site is the site's number of elements per position (heads * audio_ctx for the
+    logits, d_model for attention and fc2 outputs, ffn_dim for fc1's). A factor whose
+    truncation adds squared error E per position at that site then costs about gain * E at
+    the encoder output (first order).
+
+    Args:
+        model: Whisper model with a dense encoder.
+        mels: (batch, n_mels, 3000) log-mel windows of the speaker (one or two suffice).
+        relative_std: noise size relative to the site's RMS (small: first-order regime).
+    Returns:
+        [ {site: gain} for each layer ] with sites "qk", "attn_out", "fc1_out", "fc2_out".
+    """
+    encoder = _encoder(model)
+    device = next(model.parameters()).device
+    mels = mels.to(device)
+    clean = encoder(mels).last_hidden_state
+    gen = torch.Generator().manual_seed(seed)
+    gains = []
+    for i, layer in enumerate(encoder.layers):
+        row = {}
+        for site in SITES:
+            rms = {}
+
+            def measure(module, args, output):  # first pass: the site's RMS
+                y = output[0] if isinstance(output, tuple) else output
+                rms["v"] = float(y.pow(2).mean().sqrt())
+
+            if site == "qk":
+                q = layer.self_attn
+                # RMS of logits from a clean pass, computed by the noisy module at std 0
+                probe = _NoisyLogitsAttention(q, 0.0, gen)
+                h = {}
+
+                def grab(module, args, kwargs):
+                    h["x"] = kwargs.get("hidden_states", args[0] if args else None)
+
+                handle = q.register_forward_pre_hook(grab, with_kwargs=True)
+                encoder(mels)
+                handle.remove()
+                x = h["x"]
+                b, t, _ = x.shape
+                qq = q.q_proj(x).view(b, t, q.num_heads, q.head_dim).transpose(1, 2) * q.scaling
+                kk = q.k_proj(x).view(b, t, q.num_heads, q.head_dim).transpose(1, 2)
+                std = relative_std * float((qq @ kk.transpose(-1, -2)).pow(2).mean().sqrt())
+                probe.std = std
+                layer.self_attn = probe
+                try:
+                    noisy = encoder(mels).last_hidden_state
+                finally:
+                    layer.self_attn = q
+                n_site = q.num_heads * t
+            else:
+                module = {"attn_out": layer.self_attn, "fc1_out": layer.fc1, "fc2_out": layer.fc2}[site]
+                handle = module.register_forward_hook(measure)
+                encoder(mels)
+                handle.remove()
+                std = relative_std * rms["v"]
+
+                def add_noise(module, args, output):
+                    y = output[0] if isinstance(output, tuple) else output
+                    y = y + torch.randn(y.shape, generator=gen).to(y) * std
+                    return (y,) + tuple(output[1:]) if isinstance(output, tuple) else y
+
+                handle = module.register_forward_hook(add_noise)
+                try:
+                    noisy = encoder(mels).last_hidden_state
+                finally:
+                    handle.remove()
+                n_site = (module.out_features if isinstance(module, nn.Linear) else module.embed_dim)
+            err = (noisy - clean).pow(2).sum(-1).mean()
+            row[site] = float(err) / (std ** 2 * n_site) if std > 0 else 0.0
+        gains.append(row)
+    return gains

@@ -1,0 +1,70 @@
+"""What a compressed encoder looks like: ranks per layer and head (saved in config.json)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+METHOD = "adaptwin"
+METHOD_VERSION = 1  # bump when the saved layout of a compressed model changes
+
+
+@dataclass
+class LayerPlan:
+    """Ranks of one encoder layer; None keeps that part dense.
+
+    Attributes:
+        qk: query/key twin rank per head (1..head_dim), or None.
+        vo: value/output twin rank per head, or None (None exactly when qk is None).
+        fc1, fc2: inner rank of the low-rank feed-forward layers, or None.
+    """
+
+    qk: list[int] | None = None
+    vo: list[int] | None = None
+    fc1: int | None = None
+    fc2: int | None = None
+
+    def __post_init__(self):
+        if (self.qk is None) != (self.vo is None):
+            raise ValueError(f"qk and vo must both be set or both None, got qk={self.qk} vo={self.vo}")
+        for name in ("fc1", "fc2"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} rank must be >= 1, got {v}")
+
+
+@dataclass
+class CompressionPlan:
+    """Ranks for every encoder layer, and how the factors were found.
+
+    Attributes:
+        layers: {layer index: LayerPlan}; layers not listed stay dense.
+        data_aware: factors weighted by the speaker's activation second moments (whitening).
+        mode: "joint" (product twins) or "separate" (Q and K truncated apart; ablation).
+    """
+
+    layers: dict[int, LayerPlan] = field(default_factory=dict)
+    data_aware: bool = True
+    mode: str = "joint"
+
+    def __post_init__(self):
+        if self.mode not in ("joint", "separate"):
+            raise ValueError(f"mode must be 'joint' or 'separate', got {self.mode!r}")
+        if self.mode == "separate" and self.data_aware:
+            raise ValueError("mode 'separate' is the plain-SVD baseline: set data_aware=False")
+
+    def to_dict(self) -> dict:
+        return {"data_aware": self.data_aware, "mode": self.mode,
+                "layers": {str(i): asdict(lp) for i, lp in sorted(self.layers.items())}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CompressionPlan":
+        """Inverse of `to_dict`. Raises ValueError (or KeyError) on a malformed dict."""
+        layers = {int(i): LayerPlan(**lp) for i, lp in d["layers"].items()}
+        return cls(layers=layers, data_aware=bool(d["data_aware"]), mode=d["mode"])
+
+    @classmethod
+    def uniform(cls, n_layers: int, heads: int, rank: int | None, ffn_rank: int | None = None,
+                data_aware: bool = False, mode: str = "joint") -> "CompressionPlan":
+        """The same rank everywhere (attention rank None = dense attention)."""
+        hr = None if rank is None else [rank] * heads
+        return cls({i: LayerPlan(hr, hr, ffn_rank, ffn_rank) for i in range(n_layers)}, data_aware, mode)

@@ -1,0 +1,224 @@
+"""Recovery after factoring: LoRA (peft) on the factors, layer-wise distillation, end-to-end
+fine-tuning with replay, then merge. Loops take model, data and config as arguments.
+
+* `add_lora` wraps the model with peft LoRA adapters on the encoder's attention and
+  feed-forward linears (factored or dense: the factors are ordinary `nn.Linear`s).
+* `layerwise_distill`: each student encoder layer is fed the original (teacher) model's
+  input to that layer and trained to reproduce the teacher layer's output (normalized MSE).
+  Teacher activations are computed batch by batch and dropped: nothing is cached.
+* `finetune`: cross-entropy on the speaker's transcripts (timestamped, as Whisper decodes)
+  mixed with replay batches from other voices, plus optional distillation toward the
+  teacher's token distributions.
+* `merge_lora`: fold the adapters into the weights (no inference overhead).
+Source: AdaPTwin (Biju et al., 2024) recovery recipe (LoRA + layer-wise fine-tuning);
+replay mixing after Moonshine's LoRA fine-tuning recipe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LORA_TARGETS = r".*encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|fc1(\.down|\.up)?|fc2(\.down|\.up)?)"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training stage.
+
+    Attributes:
+        steps: optimizer steps (upper bound; `deadline_s` may stop earlier).
+        lr: AdamW learning rate; warm-up over the first 10% of steps, cosine decay after.
+        weight_decay: AdamW weight decay.
+        kd_weight: weight of the KL term toward the teacher's token distribution (finetune).
+        kd_temperature: softmax temperature of that term.
+        deadline_s: time.monotonic() after which the stage stops, or None.
+        checkpoint_every: steps between `on_checkpoint` calls.
+    """
+
+    steps: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    kd_weight: float = 0.5
+    kd_temperature: float = 1.0
+    deadline_s: float | None = None
+    checkpoint_every: int = 25
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def add_lora(model: nn.Module, rank: int = 16, alpha: float | None = None, targets: str = LORA_TARGETS):
+    """Wrap `model` with peft LoRA adapters on the encoder's attention and FFN linears.
+
+    Args:
+        model: Whisper model, dense or factored.
+        rank: LoRA rank; alpha: LoRA alpha (default 2 * rank).
+    Returns:
+        The peft model (only adapter weights trainable).
+    Raises:
+        ValueError: no module matched `targets`.
+    """
+    import re
+
+    from peft import LoraConfig, get_peft_model
+
+    # only nn.Linear leaves: a factored fc1 matches the pattern too, its down/up are the linears
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and re.fullmatch(targets, n)]
+    if not names:
+        raise ValueError(f"no linear module matches {targets!r}")
+    cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=names, lora_dropout=0.0, bias="none")
+    return get_peft_model(model, cfg)
+
+
+def merge_lora(peft_model) -> nn.Module:
+    """Fold the LoRA adapters into the weights; returns the plain model."""
+    return peft_model.merge_and_unload()
+
+
+def _encoder(model: nn.Module) -> nn.Module:
+    m = model
+    while not hasattr(m, "encoder"):
+        m = m.model if hasattr(m, "model") else m.base_model
+    return m.encoder
+
+
+def _schedule(optimizer, step: int, cfg: TrainConfig) -> None:
+    warm = max(1, cfg.steps // 10)
+    scale = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * scale
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters (did add_lora match any module?)")
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class _Loop:
+    """Shared step loop: schedule, deadline, checkpoints, progress, resume from a step."""
+
+    def __init__(self, model, cfg: TrainConfig, optimizer_state: dict | None, start_step: int,
+                 on_step: Callable | None, on_checkpoint: Callable | None):
+        self.model, self.cfg = model, cfg
+        self.optimizer = _optimizer(model, cfg)
+        if optimizer_state:
+            self.optimizer.load_state_dict(optimizer_state)
+        self.step, self.on_step, self.on_checkpoint = start_step, on_step, on_checkpoint
+        self.losses: list[float] = []
+
+    def done(self) -> bool:
+        return self.step >= self.cfg.steps or (self.cfg.deadline_s is not None and time.monotonic() > self.cfg.deadline_s)
+
+    def update(self, loss: Tensor) -> None:
+        _schedule(self.optimizer, self.step, self.cfg)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
+        self.optimizer.step()
+        self.step += 1
+        self.losses.append(float(loss))
+        if self.on_step:
+            self.on_step(self.step, float(loss))
+        if self.on_checkpoint and self.step % self.cfg.checkpoint_every == 0:
+            self.on_checkpoint(self.step, self.optimizer.state_dict())
+
+    def result(self) -> dict:
+        tail = self.losses[-10:]
+        return {"steps": self.step, "final_loss": sum(tail) / len(tail) if tail else None}
+
+
+def _cycle(batches: Sequence, start: int) -> Iterable:
+    i = start
+    while True:
+        yield batches[i % len(batches)]
+        i += 1
+
+
+def layerwise_distill(student, teacher: nn.Module, mel_batches: Sequence[Tensor], cfg: TrainConfig,
+                      optimizer_state: dict | None = None, start_step: int = 0,
+                      on_step=None, on_checkpoint=None) -> dict:
+    """Train each student encoder layer to map the teacher's layer input to its output.
+
+    Args:
+        student: peft-wrapped (or plain, with trainable parameters) compressed Whisper.
+        teacher: the original model (frozen, eval).
+        mel_batches: (batch, n_mels, 3000) log-mel windows of the speaker, cycled.
+        cfg: steps, lr, deadline; optimizer_state / start_step: to resume.
+    Returns:
+        {"steps": n, "final_loss": mean normalized MSE of the last 10 steps}.
+    """
+    t_enc, s_enc = _encoder(teacher), _encoder(student)
+    captured: list[tuple[Tensor, Tensor]] = []
+
+    def grab(module, args, output):
+        captured.append((args[0].detach(), output.detach() if isinstance(output, Tensor) else output[0].detach()))
+
+    loop = _Loop(student, cfg, optimizer_state, start_step, on_step, on_checkpoint)
+    student.train()
+    device = next(teacher.parameters()).device
+    for mel in _cycle(mel_batches, start_step):
+        if loop.done():
+            break
+        captured.clear()
+        handles = [layer.register_forward_hook(grab) for layer in t_enc.layers]
+        try:
+            with torch.no_grad():
+                t_enc(mel.to(device))
+        finally:
+            for h in handles:
+                h.remove()
+        loss = 0.0
+        for layer, (x, y) in zip(s_enc.layers, captured):
+            out = layer(x, None)
+            out = out[0] if isinstance(out, tuple) else out
+            loss = loss + F.mse_loss(out, y) / y.pow(2).mean()
+        loop.update(loss / len(captured))
+    student.eval()
+    return loop.result()
+
+
+def finetune(student, mel_label_batches: Sequence[tuple[Tensor, Tensor]], cfg: TrainConfig,
+             teacher: nn.Module | None = None, optimizer_state: dict | None = None, start_step: int = 0,
+             on_step=None, on_checkpoint=None) -> dict:
+    """End-to-end fine-tuning on (log-mel, labels) batches, with optional teacher distillation.
+
+    Args:
+        student: peft-wrapped Whisper (compressed or original, for the LoRA-only control).
+        mel_label_batches: ((batch, n_mels, 3000) float32, (batch, tokens) int64 labels with
+            -100 padding; labels start after <|startoftranscript|>, as Hugging Face expects).
+        teacher: the original model for the KL term (cfg.kd_weight), or None.
+    Returns:
+        {"steps": n, "final_loss": mean loss of the last 10 steps}.
+    """
+    loop = _Loop(student, cfg, optimizer_state, start_step, on_step, on_checkpoint)
+    student.train()
+    device = next(p for p in student.parameters()).device
+    for mel, labels in _cycle(mel_label_batches, start_step):
+        if loop.done():
+            break
+        mel, labels = mel.to(device), labels.to(device)
+        out = student(input_features=mel, labels=labels)
+        loss = out.loss
+        if teacher is not None and cfg.kd_weight > 0:
+            with torch.no_grad():
+                t_logits = teacher(input_features=mel, labels=labels).logits
+            mask = labels != -100
+            t = cfg.kd_temperature
+            kl = F.kl_div(F.log_softmax(out.logits[mask] / t, -1), F.log_softmax(t_logits[mask] / t, -1),
+                          log_target=True, reduction="batchmean") * t * t
+            loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * kl
+        loop.update(loss)
+    student.eval()
+    return loop.result()
