@@ -63,8 +63,11 @@ class AdaptOptions:
         stages: which recovery stages run ("layerwise", "finetune"); ablations drop some.
         control: also fine-tune the original with LoRA only, for comparison.
         general_set, general_limit: general (other speakers) evaluation set and its size.
+        speaker_set, speaker_filter: more recordings of the same speaker to evaluate on
+            (beyond the profile's held-out takes), e.g. another book read by them.
         time_budget_min: wall-clock budget for the training stages, or None (epochs only).
         device: "cpu" or "cuda"; threads: CPU threads; seed: for shuffling and noise.
+        checkpoint_every: optimizer steps between resumable checkpoints.
     """
 
     base: str = "tiny.en"
@@ -86,10 +89,13 @@ class AdaptOptions:
     control: bool = True
     general_set: str | None = None
     general_limit: int | None = None
+    speaker_set: str | None = None
+    speaker_filter: str | None = None
     time_budget_min: float | None = None
     device: str = "cpu"
     threads: int | None = None
     seed: int = 0
+    checkpoint_every: int = 25
 
     def __post_init__(self):
         if not 0 < self.target_ratio <= 1:
@@ -246,7 +252,7 @@ class _RunState:
         self.data = json.loads(path.read_text()) if path.is_file() else {"options": new, "stages": {}}
         old = dict(self.data["options"])
         # the evaluation set and time budget may change between resumes; training options may not
-        loose = ("general_set", "general_limit", "time_budget_min", "threads", "control", "device")
+        loose = ("general_set", "general_limit", "speaker_set", "speaker_filter", "time_budget_min", "threads", "control", "device", "checkpoint_every")
         if {k: v for k, v in old.items() if k not in loose} != {k: v for k, v in new.items() if k not in loose}:
             raise AdaptError(f"{folder} holds a run with other options; delete it to start over")
         self.data["options"] = new
@@ -364,7 +370,6 @@ class Adapter:
                 "heldout_takes": len(self.profile.takes("heldout"))}
         self.report.data = data
         self.report.stages["data"] = {"wall_s": round(time.monotonic() - t0, 1)}
-        rng = random.Random(opts.seed)
 
         # 2 calibrate
         stats, gains = self._calibrate(teacher, speaker)
@@ -372,15 +377,15 @@ class Adapter:
         model, plan = self._factor(teacher, stats, gains)
         # 4 layerwise
         if "layerwise" in opts.stages:
-            model = self._train_stage("layerwise", model, teacher, plan, speaker, replay, rng)
+            model = self._train_stage("layerwise", model, teacher, speaker, replay)
         # 5 finetune
         if "finetune" in opts.stages:
-            model = self._train_stage("finetune", model, teacher, plan, speaker, replay, rng)
+            model = self._train_stage("finetune", model, teacher, speaker, replay)
         model_dir = self._save_final(model, plan, bundle, data)
         # 6 control
         control = None
         if opts.control:
-            control = self._train_stage("control", copy.deepcopy(teacher), teacher, None, speaker, replay, rng)
+            control = self._train_stage("control", copy.deepcopy(teacher), teacher, speaker, replay)
         self.report.stages["adapt_total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
         # 7 evaluate
         self._evaluate(bundle, {"original": teacher, "lora_control": control, "compressed": model})
@@ -420,22 +425,24 @@ class Adapter:
 
     def _factor(self, teacher, stats, gains):
         from asr_app.compression.adaptwin.allocate import allocate_ranks, uniform_plan
-        from asr_app.compression.adaptwin.apply import compress_encoder, param_counts
+        from asr_app.compression.adaptwin.apply import compress_encoder
         from asr_app.compression.adaptwin.config import CompressionPlan
 
         opts = self.options
         self._event("stage", "factor")
         done = self.state.done("factor")
         t0 = time.monotonic()
+        # factors are computed on a CPU copy (statistics live on the CPU), then moved
+        model = copy.deepcopy(teacher).cpu()
         if done:
             plan = CompressionPlan.from_dict(done["plan"])
         elif opts.allocation == "sensitivity":
-            plan = allocate_ranks(teacher, opts.target_ratio, stats, gains, attention=True, ffn=opts.ffn)
+            plan = allocate_ranks(model, opts.target_ratio, stats, gains, attention=True, ffn=opts.ffn)
         else:
-            plan = uniform_plan(teacher, opts.target_ratio, attention=True, ffn=opts.ffn, mode=opts.mode)
+            plan = uniform_plan(model, opts.target_ratio, attention=True, ffn=opts.ffn, mode=opts.mode)
             plan.data_aware = opts.data_aware
-        model = copy.deepcopy(teacher)
         counts = compress_encoder(model, plan, stats)
+        model.to(opts.device)
         before, after = counts["before"], counts["after"]
         self.report.params = {"original": before, "compressed": after,
                               "removed_share": {k: round(1 - after[k] / before[k], 4) for k in before}}
@@ -448,9 +455,11 @@ class Adapter:
             p.requires_grad_(False)
         return model, plan
 
-    def _train_stage(self, stage: str, model, teacher, plan, speaker, replay, rng):
-        """LoRA + one training loop + merge, resumable from its checkpoints."""
-        import torch
+    def _train_stage(self, stage: str, model, teacher, speaker, replay):
+        """LoRA + one training loop + merge, resumable from its checkpoints.
+
+        Batches are shuffled by a generator seeded per stage, so a resumed stage sees the
+        same batch order as an uninterrupted one and skips the steps already taken."""
         from safetensors.torch import load_file, save_file
 
         from asr_app.compression.adaptwin.train import TrainConfig, add_lora, finetune, layerwise_distill, merge_lora
@@ -470,12 +479,14 @@ class Adapter:
         windows = speaker if layerwise else speaker + replay
         epochs = opts.layerwise_epochs if layerwise else opts.finetune_epochs
         steps = max(1, int(round(epochs * len(windows) / opts.batch_size)))
+        rng = random.Random(f"{opts.seed}-{stage}")
         batches = []
         for _ in range(int(np.ceil(epochs)) or 1):
             batches += _batches(windows, opts.batch_size, rng, with_labels=not layerwise)
         share = {"layerwise": 0.25, "finetune": 0.6, "control": 1.0}[stage]
         cfg = TrainConfig(steps=steps, lr=opts.layerwise_lr if layerwise else opts.finetune_lr,
-                          kd_weight=opts.kd_weight, deadline_s=self._stage_deadline(share))
+                          kd_weight=opts.kd_weight, deadline_s=self._stage_deadline(share),
+                          checkpoint_every=opts.checkpoint_every)
         peft_model = add_lora(model, opts.lora_rank)
         ckpt, ckpt_meta = self.folder / f"{stage}.ckpt.safetensors", self.folder / f"{stage}.ckpt.json"
         opt_state, start = None, 0
@@ -542,30 +553,45 @@ class Adapter:
     def _evaluate(self, bundle, models: dict) -> None:
         from asr_app.datasets import load_dataset
         from asr_app.evaluate import evaluate
+        from asr_app.outputs import atomic_write_text
         from asr_app.transcribe import TranscribeOptions, Transcriber
 
         opts = self.options
         self._event("stage", "evaluate")
-        sets = [("heldout", str(self.profile.path / "manifest.jsonl"), "heldout", None)]
+        sets = [("heldout", str(self.profile.path / "manifest.jsonl"), "heldout", None, None)]
+        if opts.speaker_set:
+            sets.append(("speaker", opts.speaker_set, None, opts.speaker_filter, None))
         if opts.general_set:
-            sets.append(("general", opts.general_set, None, opts.general_limit))
+            sets.append(("general", opts.general_set, None, None, opts.general_limit))
         done = self.state.done("evaluate") or {}
+        # the original model's WER does not depend on the run: shared by all runs of this base
+        shared_path = self.folder.parent / "original_wer.json"
+        shared = json.loads(shared_path.read_text()) if shared_path.is_file() else {}
         t0 = time.monotonic()
-        for set_name, path, split, limit in sets:
-            utts = load_dataset(path, None, limit, split=split)
-            row = self.report.wer.setdefault(set_name, {"set": path if not split else f"{path} [{split}]",
-                                                        "utterances": len(utts)})
+        for set_name, path, split, filt, limit in sets:
+            utts = load_dataset(path, filt, limit, split=split)
+            label = path + (f" [{split}]" if split else "") + (f" [{filt}]" if filt else "") + (f" [first {limit}]" if limit else "")
+            row = self.report.wer.setdefault(set_name, {"set": label, "utterances": len(utts)})
             for model_name, model in models.items():
-                key = f"{set_name}/{model_name}/{path}/{limit}"
+                key = f"{set_name}/{model_name}/{label}"
+                shared_key = f"{opts.base}/{label}"
                 if model is None:
                     continue
+                if model_name == "original" and shared_key in shared:
+                    done[key] = shared[shared_key]
                 if key not in done:
                     b = replace(bundle, model=model.eval(), name=model_name)
                     tr = Transcriber(TranscribeOptions(model=opts.base, device=opts.device, threads=opts.threads,
                                                        vad=False), bundle=b)
-                    rep = evaluate(utts, tr, set_name, on_utterance=lambda r: None)
+                    stage = f"eval {set_name} {model_name}"
+                    counter = iter(range(1, len(utts) + 1))
+                    rep = evaluate(utts, tr, set_name,
+                                   on_utterance=lambda r, c=counter, s=stage, n=len(utts): self._event("progress", (s, next(c), n)))
                     done[key] = round(100 * rep.total.wer, 2)
                     self.state.finish("evaluate", done)
+                    if model_name == "original":
+                        shared[shared_key] = done[key]
+                        atomic_write_text(shared_path, json.dumps(shared, indent=2))
                 row[model_name] = done[key]
         self.report.stages["evaluate"] = {"wall_s": round(time.monotonic() - t0, 1)}
 

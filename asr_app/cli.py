@@ -455,7 +455,8 @@ def cmd_adapt(args) -> int:
                         finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
                         kd_weight=args.kd_weight, replay=tuple(args.replay or ()), replay_ratio=args.replay_ratio,
                         stages=stages, control=not args.no_control, general_set=args.general_set,
-                        general_limit=args.general_limit, time_budget_min=args.time_budget_min,
+                        general_limit=args.general_limit, speaker_set=args.speaker_set,
+                        speaker_filter=args.speaker_filter, time_budget_min=args.time_budget_min,
                         device=args.device, threads=args.threads, seed=args.seed)
     bars: dict = {}
 
@@ -609,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--general-set", default=None,
                    help="dataset of other speakers for the report's general WER, e.g. LibriSpeech train-clean-5")
     p.add_argument("--general-limit", type=int, default=None, help="first N utterances of --general-set")
+    p.add_argument("--speaker-set", default=None,
+                   help="more labelled recordings of the same speaker to evaluate on (beyond held-out takes)")
+    p.add_argument("--speaker-filter", default=None, help="utterance ids of --speaker-set to keep, e.g. 'LJ002-*'")
     p.add_argument("--allocation", choices=("sensitivity", "uniform"), default="sensitivity",
                    help="ranks per layer and head from measured sensitivity (default) or one rank everywhere")
     p.add_argument("--plain", action="store_true", help="plain SVD instead of speaker-whitened factors (ablation)")

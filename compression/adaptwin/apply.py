@@ -59,7 +59,9 @@ def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dic
         if not 0 <= i < len(encoder.layers):
             raise ValueError(f"plan names encoder layer {i}; the encoder has {len(encoder.layers)}")
         layer = encoder.layers[i]
-        cov = (lambda kind: getattr(stats, kind)[i]) if plan.data_aware else (lambda kind: None)
+        def cov(kind: str, i: int = i):
+            return getattr(stats, kind)[i] if plan.data_aware else None
+
         if lp.qk is not None:
             new = TwinSelfAttention.from_attention(layer.self_attn, lp.qk, lp.vo, cov("attn_in"), plan.mode)
             _check_attention(layer.self_attn, new, f"encoder layer {i} self_attn")

@@ -126,6 +126,55 @@ class _NoisyLogitsAttention(nn.Module):
         return a.out_proj(out.transpose(1, 2).reshape(b, t, -1)), None
 
 
+def _capture_output(encoder: nn.Module, module: nn.Module, mels: Tensor) -> Tensor:
+    """One clean encoder pass; returns `module`'s output tensor."""
+    seen = {}
+
+    def grab(mod, args, output):
+        seen["y"] = output[0] if isinstance(output, tuple) else output
+
+    handle = module.register_forward_hook(grab)
+    try:
+        encoder(mels)
+    finally:
+        handle.remove()
+    return seen["y"]
+
+
+def _logits_rms(encoder: nn.Module, attn: nn.Module, mels: Tensor) -> float:
+    """RMS of one dense attention's logits (scaled q k^T) on a clean pass."""
+    seen = {}
+
+    def grab(mod, args, kwargs):
+        seen["x"] = kwargs.get("hidden_states", args[0] if args else None)
+
+    handle = attn.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        encoder(mels)
+    finally:
+        handle.remove()
+    x = seen["x"]
+    b, t, _ = x.shape
+    q = attn.q_proj(x).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2) * attn.scaling
+    k = attn.k_proj(x).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+    return float((q @ k.transpose(-1, -2)).pow(2).mean().sqrt())
+
+
+def _noisy_pass(encoder: nn.Module, module: nn.Module, mels: Tensor, std: float, gen: torch.Generator) -> Tensor:
+    """Encoder output with N(0, std^2) noise added to `module`'s output."""
+
+    def add_noise(mod, args, output):
+        y = output[0] if isinstance(output, tuple) else output
+        y = y + torch.randn(y.shape, generator=gen).to(y) * std
+        return (y,) + tuple(output[1:]) if isinstance(output, tuple) else y
+
+    handle = module.register_forward_hook(add_noise)
+    try:
+        return encoder(mels).last_hidden_state
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def measure_sensitivity(model: nn.Module, mels: Tensor, relative_std: float = 0.02, seed: int = 0) -> list[dict]:
     """Encoder-output error per unit of error injected at each site of each layer.
@@ -146,63 +195,30 @@ def measure_sensitivity(model: nn.Module, mels: Tensor, relative_std: float = 0.
         [ {site: gain} for each layer ] with sites "qk", "attn_out", "fc1_out", "fc2_out".
     """
     encoder = _encoder(model)
-    device = next(model.parameters()).device
-    mels = mels.to(device)
+    mels = mels.to(next(model.parameters()).device)
     clean = encoder(mels).last_hidden_state
     gen = torch.Generator().manual_seed(seed)
     gains = []
-    for i, layer in enumerate(encoder.layers):
+    for layer in encoder.layers:
         row = {}
-        for site in SITES:
-            rms = {}
-
-            def measure(module, args, output):  # first pass: the site's RMS
-                y = output[0] if isinstance(output, tuple) else output
-                rms["v"] = float(y.pow(2).mean().sqrt())
-
-            if site == "qk":
-                q = layer.self_attn
-                # RMS of logits from a clean pass, computed by the noisy module at std 0
-                probe = _NoisyLogitsAttention(q, 0.0, gen)
-                h = {}
-
-                def grab(module, args, kwargs):
-                    h["x"] = kwargs.get("hidden_states", args[0] if args else None)
-
-                handle = q.register_forward_pre_hook(grab, with_kwargs=True)
-                encoder(mels)
-                handle.remove()
-                x = h["x"]
-                b, t, _ = x.shape
-                qq = q.q_proj(x).view(b, t, q.num_heads, q.head_dim).transpose(1, 2) * q.scaling
-                kk = q.k_proj(x).view(b, t, q.num_heads, q.head_dim).transpose(1, 2)
-                std = relative_std * float((qq @ kk.transpose(-1, -2)).pow(2).mean().sqrt())
-                probe.std = std
-                layer.self_attn = probe
-                try:
-                    noisy = encoder(mels).last_hidden_state
-                finally:
-                    layer.self_attn = q
-                n_site = q.num_heads * t
-            else:
-                module = {"attn_out": layer.self_attn, "fc1_out": layer.fc1, "fc2_out": layer.fc2}[site]
-                handle = module.register_forward_hook(measure)
-                encoder(mels)
-                handle.remove()
-                std = relative_std * rms["v"]
-
-                def add_noise(module, args, output):
-                    y = output[0] if isinstance(output, tuple) else output
-                    y = y + torch.randn(y.shape, generator=gen).to(y) * std
-                    return (y,) + tuple(output[1:]) if isinstance(output, tuple) else y
-
-                handle = module.register_forward_hook(add_noise)
-                try:
-                    noisy = encoder(mels).last_hidden_state
-                finally:
-                    handle.remove()
-                n_site = (module.out_features if isinstance(module, nn.Linear) else module.embed_dim)
-            err = (noisy - clean).pow(2).sum(-1).mean()
-            row[site] = float(err) / (std ** 2 * n_site) if std > 0 else 0.0
+        attn = layer.self_attn
+        # logits: swap in a hand-written attention that adds noise to them
+        std = relative_std * _logits_rms(encoder, attn, mels)
+        layer.self_attn = _NoisyLogitsAttention(attn, std, gen)
+        try:
+            noisy = encoder(mels).last_hidden_state
+        finally:
+            layer.self_attn = attn
+        row["qk"] = _gain(noisy, clean, std, attn.num_heads * mels.shape[-1] // 2)
+        for site, module, width in (("attn_out", attn, attn.embed_dim), ("fc1_out", layer.fc1, layer.fc1.out_features),
+                                    ("fc2_out", layer.fc2, layer.fc2.out_features)):
+            std = relative_std * float(_capture_output(encoder, module, mels).pow(2).mean().sqrt())
+            row[site] = _gain(_noisy_pass(encoder, module, mels, std, gen), clean, std, width)
         gains.append(row)
     return gains
+
+
+def _gain(noisy: Tensor, clean: Tensor, std: float, n_site: int) -> float:
+    if std <= 0:
+        return 0.0
+    return float((noisy - clean).pow(2).sum(-1).mean()) / (std ** 2 * n_site)

@@ -3,8 +3,8 @@ fine-tuning with replay, then merge. Loops take model, data and config as argume
 
 * `add_lora` wraps the model with peft LoRA adapters on the encoder's attention and
   feed-forward linears (factored or dense: the factors are ordinary `nn.Linear`s).
-* `layerwise_distill`: each student encoder layer is fed the original (teacher) model's
-  input to that layer and trained to reproduce the teacher layer's output (normalized MSE).
+* `layerwise_distill`: each student encoder layer is trained to reproduce the original
+  (teacher) layer's output (normalized MSE) from the student's own previous layer output.
   Teacher activations are computed batch by batch and dropped: nothing is cached.
 * `finetune`: cross-entropy on the speaker's transcripts (timestamped, as Whisper decodes)
   mixed with replay batches from other voices, plus optional distillation toward the
@@ -128,9 +128,10 @@ class _Loop:
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
         self.optimizer.step()
         self.step += 1
-        self.losses.append(float(loss))
+        value = float(loss.detach())
+        self.losses.append(value)
         if self.on_step:
-            self.on_step(self.step, float(loss))
+            self.on_step(self.step, value)
         if self.on_checkpoint and self.step % self.cfg.checkpoint_every == 0:
             self.on_checkpoint(self.step, self.optimizer.state_dict())
 
@@ -149,7 +150,12 @@ def _cycle(batches: Sequence, start: int) -> Iterable:
 def layerwise_distill(student, teacher: nn.Module, mel_batches: Sequence[Tensor], cfg: TrainConfig,
                       optimizer_state: dict | None = None, start_step: int = 0,
                       on_step=None, on_checkpoint=None) -> dict:
-    """Train each student encoder layer to map the teacher's layer input to its output.
+    """Train each student encoder layer to reproduce the teacher layer's output.
+
+    Layer i is fed the student's own output of layer i-1 (detached: each layer's loss only
+    moves that layer), so it learns to undo the error its inputs already carry; feeding the
+    teacher's inputs instead trains each layer alone but lets errors compound in the chain
+    (measured: end-to-end encoder error grew on tiny.en).
 
     Args:
         student: peft-wrapped (or plain, with trainable parameters) compressed Whisper.
@@ -180,10 +186,12 @@ def layerwise_distill(student, teacher: nn.Module, mel_batches: Sequence[Tensor]
             for h in handles:
                 h.remove()
         loss = 0.0
-        for layer, (x, y) in zip(s_enc.layers, captured):
-            out = layer(x, None)
+        x = captured[0][0]  # the conv front end is not factored: same input as the teacher's
+        for layer, (_, y) in zip(s_enc.layers, captured):
+            out = layer(x.detach(), None)
             out = out[0] if isinstance(out, tuple) else out
             loss = loss + F.mse_loss(out, y) / y.pow(2).mean()
+            x = out  # the next layer learns to correct the error its inputs already carry
         loop.update(loss / len(captured))
     student.eval()
     return loop.result()
