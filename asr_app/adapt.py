@@ -68,6 +68,8 @@ class AdaptOptions:
         time_budget_min: wall-clock budget for the training stages, or None (epochs only).
         device: "cpu" or "cuda"; threads: CPU threads; seed: for shuffling and noise.
         checkpoint_every: optimizer steps between resumable checkpoints.
+        calibration_windows: at most this many 30-second windows (evenly spaced over the
+            enrollment) for activation statistics; 64 windows = 32 minutes.
     """
 
     base: str = "tiny.en"
@@ -96,6 +98,7 @@ class AdaptOptions:
     threads: int | None = None
     seed: int = 0
     checkpoint_every: int = 25
+    calibration_windows: int = 64
 
     def __post_init__(self):
         if not 0 < self.target_ratio <= 1:
@@ -413,7 +416,8 @@ class Adapter:
             self.report.stages["calibrate"] = done
             return ActivationStats.from_state_dict(load_file(str(path))), done["gains"]
         t0 = time.monotonic()
-        mels = [torch.from_numpy(w.mel[None]) for w in speaker]
+        step = max(1.0, len(speaker) / self.options.calibration_windows)
+        mels = [torch.from_numpy(speaker[int(i * step)].mel[None]) for i in range(min(len(speaker), self.options.calibration_windows))]
         stats = collect_activation_stats(teacher, mels, lambda b: self._event("progress", ("calibrate", b + 1, len(mels))))
         probe = torch.cat(mels[: min(2, len(mels))])
         gains = measure_sensitivity(teacher, probe, seed=self.options.seed)

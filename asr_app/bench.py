@@ -25,8 +25,11 @@ class BenchConfig:
         audio: [(id, path, reference text or None)].
         threads: CPU threads for every engine.
         beam_size: 1 is greedy.
-        engines: ("asr-app", "faster-whisper:float32", "faster-whisper:int8", ...).
+        engines: ("asr-app", "asr-app:MODEL", "faster-whisper:float32", "faster-whisper:int8", ...);
+            "asr-app:MODEL" runs asr-app on another model (e.g. the base of a compressed one).
         device: "cpu" or "cuda".
+        reference_model: the model faster-whisper runs (default: `model`); for a compressed
+            model, its base.
     """
 
     model: str
@@ -35,6 +38,7 @@ class BenchConfig:
     beam_size: int = 1
     engines: tuple[str, ...] = ("asr-app",)
     device: str = "cpu"
+    reference_model: str | None = None
 
 
 @dataclass
@@ -61,14 +65,14 @@ def _peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def _run_asr_app(cfg: BenchConfig) -> EngineResult:
+def _run_asr_app(cfg: BenchConfig, model: str | None = None) -> EngineResult:
     from asr_app.audio import load_audio
     from asr_app.decoding import DecodingOptions
     from asr_app.transcribe import TranscribeOptions, Transcriber
 
-    res = EngineResult("asr-app")
+    res = EngineResult("asr-app" if model is None else f"asr-app:{model}")
     t0 = time.perf_counter()
-    tr = Transcriber(TranscribeOptions(model=cfg.model, device=cfg.device, threads=cfg.threads, vad=False,
+    tr = Transcriber(TranscribeOptions(model=model or cfg.model, device=cfg.device, threads=cfg.threads, vad=False,
                                        decoding=DecodingOptions(beam_size=cfg.beam_size)))
     res.load_s = time.perf_counter() - t0
     for uid, path, _ in cfg.audio:
@@ -87,7 +91,7 @@ def _run_faster_whisper(cfg: BenchConfig, compute_type: str) -> EngineResult:
     from asr_app.models import find_model
 
     res = EngineResult(f"faster-whisper:{compute_type}")
-    source = find_model(cfg.model)
+    source = find_model(cfg.reference_model or cfg.model)
     if source.kind != "ct2" or len(source.model_files) != 1:
         res.error = "faster-whisper needs a single-file CTranslate2 model folder (tiny.en or a CT2 folder)"
         return res
@@ -114,6 +118,8 @@ def _engine_main(cfg: BenchConfig, engine: str) -> EngineResult:
     try:
         if engine == "asr-app":
             res = _run_asr_app(cfg)
+        elif engine.startswith("asr-app:"):
+            res = _run_asr_app(cfg, engine.partition(":")[2])
         elif engine.startswith("faster-whisper"):
             res = _run_faster_whisper(cfg, engine.partition(":")[2] or "float32")
         else:

@@ -313,9 +313,14 @@ def cmd_bench(args) -> int:
         audio = tuple((u.id, str(u.audio), u.text) for u in utts)
     else:
         audio = ((target.name, str(target), None),)
-    engines = ("asr-app",) + tuple(f"faster-whisper:{ct}" for ct in args.faster_whisper)
+    from asr_app.compression.adaptwin.checkpoint import compression_block
+
+    block = compression_block(args.model)  # an adapted model is measured beside its base
+    reference = block["base_model"] if block else None
+    engines = ("asr-app",) + ((f"asr-app:{reference}",) if reference else ())
+    engines += tuple(f"faster-whisper:{ct}" for ct in args.faster_whisper)
     cfg = BenchConfig(model=args.model, audio=audio, threads=args.threads or os.cpu_count() or 1,
-                      beam_size=args.beam_size, engines=engines, device=args.device)
+                      beam_size=args.beam_size, engines=engines, device=args.device, reference_model=reference)
     print(f"bench: model {cfg.model}, {len(audio)} file(s), {cfg.threads} thread(s), beam {cfg.beam_size}",
           file=sys.stderr)
     results = run_bench(cfg)

@@ -214,3 +214,28 @@ def test_adapt_resumes_after_interruption_and_profile_loads_its_model(tiny, tmp_
     assert main(["transcribe", str(JFK), "--profile-dir", str(profile.path), "--output-dir", str(out),
                  "--format", "txt", "--quiet"]) == 0
     assert "country" in (out / "jfk.txt").read_text().lower()
+
+
+def test_packed_windows_carry_timestamped_targets(tiny):
+    require_data(LJSPEECH)
+    from asr_app.adapt import pack_windows, training_text
+    from asr_app.datasets import load_dataset
+
+    assert training_text("THE MAN SAID I WAS THERE") == "The man said I was there"
+    assert training_text("Keep  Case, as written.") == "Keep Case, as written."
+    utts = load_dataset(LJSPEECH, "LJ001-000*", 6)
+    windows = pack_windows(utts, tiny)
+    sp = tiny.special
+    total_s = sum(w.audio_s for w in windows)
+    assert len(windows) >= 2 and all(w.audio_s <= 29.0 for w in windows)
+    from asr_app.audio import load_audio
+
+    assert abs(total_s - sum(len(load_audio(u.audio)) / 16000 for u in utts)) < 0.01  # nothing dropped
+    first = windows[0].labels
+    assert first[0] == sp.timestamp_begin and first[-1] == sp.eot  # <|0.00|> ... <|endoftext|>
+    stamps = [t - sp.timestamp_begin for t in first if t >= sp.timestamp_begin]
+    assert stamps == sorted(stamps) and len(stamps) % 2 == 0
+    assert abs(stamps[-1] * 0.02 - windows[0].audio_s) <= 0.02  # last end = window's audio length
+    text = tiny.tokenizer.decode([t for t in first if t < sp.eot])
+    assert text.strip().startswith(utts[0].text.split()[0])
+    assert windows[0].mel.shape == (80, 3000)

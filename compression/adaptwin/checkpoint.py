@@ -21,15 +21,21 @@ from asr_app.compression.adaptwin.config import METHOD, METHOD_VERSION, Compress
 CONFIG_KEY = "compression"
 
 
-def is_compressed_dir(path: str | Path) -> bool:
-    """True when `path` holds a config.json with a compression block."""
+def compression_block(path: str | Path) -> dict | None:
+    """The compression block of `path`/config.json, or None (not a compressed model folder)."""
     cfg = Path(path) / "config.json"
     if not cfg.is_file():
-        return False
+        return None
     try:
-        return CONFIG_KEY in json.loads(cfg.read_text())
+        block = json.loads(cfg.read_text()).get(CONFIG_KEY)
     except (OSError, ValueError):
-        return False
+        return None
+    return block if isinstance(block, dict) else None
+
+
+def is_compressed_dir(path: str | Path) -> bool:
+    """True when `path` holds a config.json with a compression block."""
+    return compression_block(path) is not None
 
 
 def save_compressed(model: nn.Module, folder: str | Path, plan: CompressionPlan, metadata: dict) -> Path:
