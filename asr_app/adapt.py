@@ -7,7 +7,8 @@ stage, and inside training stages at the last saved step, where it stopped):
               targets (replay sets too); held-out takes are never trained on
 2. calibrate  activation second moments and site sensitivities on the speaker's windows
 3. factor     rank allocation under the parameter budget, then AdaPTwin surgery
-4. layerwise  LoRA on the factors, layer-wise distillation toward the original, merge
+4. layerwise  LoRA on the factors, layer-wise distillation toward the original on the
+              speaker and replay windows, merge
 5. finetune   LoRA again, end-to-end on speaker + replay windows (+ teacher KL), merge
 6. control    the original model with the same LoRA fine-tuning only (comparison)
 7. evaluate   WER of original, control and compressed on the held-out takes and a
@@ -68,6 +69,8 @@ class AdaptOptions:
         time_budget_min: wall-clock budget for the training stages, or None (epochs only).
         device: "cpu" or "cuda"; threads: CPU threads; seed: for shuffling and noise.
         checkpoint_every: optimizer steps between resumable checkpoints.
+        varied_windows: fill training windows to random lengths (see `pack_windows`), not
+            always to 29 s.
         calibration_windows: at most this many 30-second windows (evenly spaced over the
             enrollment) for activation statistics; 64 windows = 32 minutes.
     """
@@ -99,6 +102,7 @@ class AdaptOptions:
     seed: int = 0
     checkpoint_every: int = 25
     calibration_windows: int = 64
+    varied_windows: bool = True
 
     def __post_init__(self):
         if not 0 < self.target_ratio <= 1:
@@ -128,6 +132,8 @@ class AdaptOptions:
             name += f"-{self.mode}"
         if not self.ffn:
             name += "-attnonly"
+        if not self.varied_windows:
+            name += "-fullwin"
         if tuple(self.stages) != ("layerwise", "finetune"):
             name += "-" + ("+".join(self.stages) or "twinsonly")
         return name
@@ -171,8 +177,13 @@ def training_text(text: str) -> str:
     return text
 
 
-def pack_windows(utterances, bundle, on_progress: Callable[[int], None] | None = None) -> list[Window]:
+def pack_windows(utterances, bundle, on_progress: Callable[[int], None] | None = None,
+                 rng: random.Random | None = None) -> list[Window]:
     """Pack utterances in order into windows of at most WINDOW_FILL_S seconds.
+
+    With `rng`, each window is filled only up to a length drawn uniformly from
+    (0, WINDOW_FILL_S] (at least one utterance), so training sees windows mostly padded,
+    as short recordings are at inference, as well as full ones.
 
     Labels follow what the decoder sees after <|startoftranscript|>: [<|en|> <|transcribe|>]
     (multilingual models) then, per utterance, <|start|> text <|end|> in timestamp tokens
@@ -192,9 +203,11 @@ def pack_windows(utterances, bundle, on_progress: Callable[[int], None] | None =
         return min(sp.timestamp_begin + int(round(t_s / TIMESTAMP_S)), max_ts)
 
     windows, audio, tokens, offset = [], [], [], 0.0
+    capacity = [rng.uniform(0, WINDOW_FILL_S) if rng else WINDOW_FILL_S]
 
     def flush():
         nonlocal audio, tokens, offset
+        capacity[0] = rng.uniform(0, WINDOW_FILL_S) if rng else WINDOW_FILL_S
         if audio:
             signal = np.concatenate(audio)[:N_SAMPLES]
             windows.append(Window(log_mel_window(bundle.feature_extractor, signal), prefix + tokens + [sp.eot],
@@ -209,7 +222,7 @@ def pack_windows(utterances, bundle, on_progress: Callable[[int], None] | None =
         dur = len(signal) / SAMPLE_RATE_HZ
         if dur > WINDOW_FILL_S:
             continue
-        if offset + dur > WINDOW_FILL_S:
+        if audio and offset + dur > capacity[0]:
             flush()
         text_ids = tok.encode(" " + training_text(utt.text), add_special_tokens=False)
         tokens += [ts(offset)] + text_ids + [ts(offset + dur)]
@@ -355,7 +368,8 @@ class Adapter:
         if not train:
             raise AdaptError(f"profile {self.profile.path.name} has no training takes: record some with "
                              f"`asr-app enroll --profile {self.profile.path.name}`")
-        speaker = pack_windows(train, bundle, lambda n: self._event("progress", ("data", n + 1, len(train))))
+        speaker = pack_windows(train, bundle, lambda n: self._event("progress", ("data", n + 1, len(train))),
+                               random.Random(f"{opts.seed}-speaker") if opts.varied_windows else None)
         replay_utts = [u for src in opts.replay for u in load_dataset(src)]
         random.Random(opts.seed).shuffle(replay_utts)
         want_s = opts.replay_ratio * sum(w.audio_s for w in speaker)
@@ -365,7 +379,7 @@ class Adapter:
                 break
             picked.append(u)
             total += u.duration_s or 10.0
-        replay = pack_windows(picked, bundle)
+        replay = pack_windows(picked, bundle, rng=random.Random(f"{opts.seed}-replay") if opts.varied_windows else None)
         data = {"speaker_takes": len(train), "speaker_windows": len(speaker),
                 "speaker_minutes": round(sum(w.audio_s for w in speaker) / 60, 2),
                 "replay_sets": list(opts.replay), "replay_windows": len(replay),
@@ -480,7 +494,7 @@ class Adapter:
             return model
         t0 = time.monotonic()
         layerwise = stage == "layerwise"
-        windows = speaker if layerwise else speaker + replay
+        windows = speaker + replay  # layer-wise needs no labels: other voices add diversity
         epochs = opts.layerwise_epochs if layerwise else opts.finetune_epochs
         steps = max(1, int(round(epochs * len(windows) / opts.batch_size)))
         rng = random.Random(f"{opts.seed}-{stage}")

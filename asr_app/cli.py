@@ -462,7 +462,8 @@ def cmd_adapt(args) -> int:
                         stages=stages, control=not args.no_control, general_set=args.general_set,
                         general_limit=args.general_limit, speaker_set=args.speaker_set,
                         speaker_filter=args.speaker_filter, time_budget_min=args.time_budget_min,
-                        device=args.device, threads=args.threads, seed=args.seed)
+                        device=args.device, threads=args.threads, seed=args.seed,
+                        varied_windows=not args.full_windows)
     bars: dict = {}
 
     def on_event(kind, payload):
@@ -631,6 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--kd-weight", type=float, default=0.5, help="weight of distillation toward the original")
+    p.add_argument("--full-windows", action="store_true",
+                   help="pack every training window to 29 s (default: random fill lengths)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None)

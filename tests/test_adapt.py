@@ -187,7 +187,7 @@ def test_adapt_resumes_after_interruption_and_profile_loads_its_model(tiny, tmp_
 
     monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path / "data"))
     profile = _small_profile(tmp_path)
-    opts = AdaptOptions(target_ratio=0.7, layerwise_epochs=2, finetune_epochs=4, batch_size=1, lora_rank=4,
+    opts = AdaptOptions(target_ratio=0.7, layerwise_epochs=1, finetune_epochs=1, batch_size=1, lora_rank=4,
                         control=False, checkpoint_every=2, threads=2)
     events = []
 
