@@ -81,9 +81,9 @@ class AdaptOptions:
     data_aware: bool = True
     mode: str = "joint"
     ffn: bool = True
-    lora_rank: int = 16
-    layerwise_epochs: float = 3.0
-    finetune_epochs: float = 3.0
+    lora_rank: int = 64
+    layerwise_epochs: float = 2.0
+    finetune_epochs: float = 2.0
     batch_size: int = 2
     layerwise_lr: float = 2e-3
     finetune_lr: float = 5e-4

@@ -627,9 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-only", action="store_true", help="leave fc1/fc2 dense")
     p.add_argument("--skip", nargs="*", choices=("layerwise", "finetune"), help="leave out recovery stages (ablation)")
     p.add_argument("--no-control", action="store_true", help="skip the LoRA-only control model")
-    p.add_argument("--lora-rank", type=int, default=16)
-    p.add_argument("--layerwise-epochs", type=float, default=3.0)
-    p.add_argument("--finetune-epochs", type=float, default=3.0)
+    p.add_argument("--lora-rank", type=int, default=64)
+    p.add_argument("--layerwise-epochs", type=float, default=2.0)
+    p.add_argument("--finetune-epochs", type=float, default=2.0)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--kd-weight", type=float, default=0.5, help="weight of distillation toward the original")
     p.add_argument("--full-windows", action="store_true",
