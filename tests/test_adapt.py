@@ -143,13 +143,14 @@ def test_merged_lora_equals_unmerged_and_layerwise_distillation_learns(tiny):
 
 
 def test_saved_compressed_model_reloads_and_decodes_identically(tiny, tmp_path):
-    from asr_app.compression.adaptwin.allocate import uniform_plan
     from asr_app.compression.adaptwin.apply import compress_encoder
     from asr_app.compression.adaptwin.checkpoint import load_compressed, save_compressed
     from asr_app.models import load_model
 
+    from asr_app.compression.adaptwin.config import CompressionPlan
+
     model = copy.deepcopy(tiny.model)
-    plan = uniform_plan(model, 0.8)
+    plan = CompressionPlan.uniform(4, 6, 56, None)  # mild: the reloaded model must still transcribe
     compress_encoder(model, plan)
     folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "tiny.en"})
     tiny.tokenizer.save_pretrained(str(folder))
