@@ -284,21 +284,24 @@ class _RunState:
         self._write(self.folder / "state.json", json.dumps(self.data, indent=2))
 
 
-def _save_tensors(tensors: dict, path: Path) -> None:
+def _save_tensors(tensors: dict, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as safetensors atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     tmp.replace(path)
 
 
 def _optimizer_to_tensors(state: dict) -> tuple[dict, dict]:
     """AdamW state_dict -> (tensors for safetensors, JSON-able rest)."""
+    import torch
+
     tensors, meta = {}, {"param_groups": state["param_groups"], "keys": {}}
     for idx, entry in state["state"].items():
         meta["keys"][str(idx)] = list(entry)
         for name, value in entry.items():
-            tensors[f"{idx}.{name}"] = value if hasattr(value, "shape") else __import__("torch").tensor(value)
+            tensors[f"{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
     return tensors, meta
 
 
@@ -326,7 +329,6 @@ class Adapter:
         self.folder = profile.path / "adapt" / options.run_name()
         self.state = _RunState(self.folder, options)
         self.report = AdaptReport(profile=str(profile.path), options=asdict(options))
-        self._deadline = None
 
     # -- helpers --------------------------------------------------------------------------
     def _event(self, kind, payload):
@@ -347,8 +349,6 @@ class Adapter:
     def run(self) -> AdaptReport:
         import torch
 
-        from asr_app.datasets import load_dataset
-
         opts = self.options
         if opts.threads:
             torch.set_num_threads(opts.threads)
@@ -360,34 +360,7 @@ class Adapter:
         for p in teacher.parameters():
             p.requires_grad_(False)
 
-        # 1 data
-        t0 = time.monotonic()
-        self._event("stage", "data")
-        manifest = self.profile.path / "manifest.jsonl"
-        train = [u for u in load_dataset(manifest, split="train")] if manifest.exists() else []
-        if not train:
-            raise AdaptError(f"profile {self.profile.path.name} has no training takes: record some with "
-                             f"`asr-app enroll --profile {self.profile.path.name}`")
-        speaker = pack_windows(train, bundle, lambda n: self._event("progress", ("data", n + 1, len(train))),
-                               random.Random(f"{opts.seed}-speaker") if opts.varied_windows else None)
-        replay_utts = [u for src in opts.replay for u in load_dataset(src)]
-        random.Random(opts.seed).shuffle(replay_utts)
-        want_s = opts.replay_ratio * sum(w.audio_s for w in speaker)
-        picked, total = [], 0.0
-        for u in replay_utts:
-            if total >= want_s:
-                break
-            picked.append(u)
-            total += u.duration_s or 10.0
-        replay = pack_windows(picked, bundle, rng=random.Random(f"{opts.seed}-replay") if opts.varied_windows else None)
-        data = {"speaker_takes": len(train), "speaker_windows": len(speaker),
-                "speaker_minutes": round(sum(w.audio_s for w in speaker) / 60, 2),
-                "replay_sets": list(opts.replay), "replay_windows": len(replay),
-                "replay_minutes": round(sum(w.audio_s for w in replay) / 60, 2),
-                "heldout_takes": len(self.profile.takes("heldout"))}
-        self.report.data = data
-        self.report.stages["data"] = {"wall_s": round(time.monotonic() - t0, 1)}
-
+        speaker, replay, data = self._prepare_data(bundle)  # 1 data
         # 2 calibrate
         stats, gains = self._calibrate(teacher, speaker)
         # 3 factor
@@ -413,6 +386,39 @@ class Adapter:
         atomic_write_text(self.folder / "report.json", json.dumps(self.report.to_dict(), indent=2))
         atomic_write_text(model_dir / "report.json", json.dumps(self.report.to_dict(), indent=2))
         return self.report
+
+    def _prepare_data(self, bundle):
+        """Pack the training takes and the replay sets into windows; returns (speaker, replay, data)."""
+        from asr_app.datasets import load_dataset
+
+        opts = self.options
+        t0 = time.monotonic()
+        self._event("stage", "data")
+        manifest = self.profile.path / "manifest.jsonl"
+        train = load_dataset(manifest, split="train") if manifest.exists() else []
+        if not train:
+            raise AdaptError(f"profile {self.profile.path.name} has no training takes: record some with "
+                             f"`asr-app enroll --profile {self.profile.path.name}`")
+        speaker = pack_windows(train, bundle, lambda n: self._event("progress", ("data", n + 1, len(train))),
+                               random.Random(f"{opts.seed}-speaker") if opts.varied_windows else None)
+        replay_utts = [u for src in opts.replay for u in load_dataset(src)]
+        random.Random(opts.seed).shuffle(replay_utts)
+        want_s = opts.replay_ratio * sum(w.audio_s for w in speaker)
+        picked, total = [], 0.0
+        for u in replay_utts:
+            if total >= want_s:
+                break
+            picked.append(u)
+            total += u.duration_s or 10.0  # LJSpeech does not say; the packer measures exactly
+        replay = pack_windows(picked, bundle, rng=random.Random(f"{opts.seed}-replay") if opts.varied_windows else None)
+        data = {"speaker_takes": len(train), "speaker_windows": len(speaker),
+                "speaker_minutes": round(sum(w.audio_s for w in speaker) / 60, 2),
+                "replay_sets": list(opts.replay), "replay_windows": len(replay),
+                "replay_minutes": round(sum(w.audio_s for w in replay) / 60, 2),
+                "heldout_takes": len(self.profile.takes("heldout"))}
+        self.report.data = data
+        self.report.stages["data"] = {"wall_s": round(time.monotonic() - t0, 1)}
+        return speaker, replay, data
 
     def _calibrate(self, teacher, speaker):
         import torch
@@ -478,7 +484,7 @@ class Adapter:
 
         Batches are shuffled by a generator seeded per stage, so a resumed stage sees the
         same batch order as an uninterrupted one and skips the steps already taken."""
-        from safetensors.torch import load_file, save_file
+        from safetensors import safe_open
 
         from asr_app.compression.adaptwin.train import TrainConfig, add_lora, finetune, layerwise_distill, merge_lora
 
@@ -506,25 +512,25 @@ class Adapter:
                           kd_weight=opts.kd_weight, deadline_s=self._stage_deadline(share),
                           checkpoint_every=opts.checkpoint_every)
         peft_model = add_lora(model, opts.lora_rank)
-        ckpt, ckpt_meta = self.folder / f"{stage}.ckpt.safetensors", self.folder / f"{stage}.ckpt.json"
+        ckpt = self.folder / f"{stage}.ckpt.safetensors"
         opt_state, start = None, 0
-        if ckpt.is_file() and ckpt_meta.is_file():
-            meta = json.loads(ckpt_meta.read_text())
-            tensors = load_file(str(ckpt))
+        if ckpt.is_file():
+            with safe_open(str(ckpt), "pt") as f:
+                meta = f.metadata()
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
             lora = {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")}
             peft_model.load_state_dict(lora, strict=False)
-            opt_state = _optimizer_from_tensors({k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"])
-            start = meta["step"]
+            opt_state = _optimizer_from_tensors({k[4:]: v for k, v in tensors.items() if k.startswith("opt.")},
+                                                json.loads(meta["optimizer"]))
+            start = int(meta["step"])
             self._event("info", f"{stage}: resuming at step {start} of {steps}")
 
         def on_checkpoint(step, optimizer_state):
+            # one file: adapter weights, optimizer state and the step can never disagree
             lora = {f"lora.{k}": v for k, v in peft_model.state_dict().items() if "lora_" in k}
             opt_t, opt_meta = _optimizer_to_tensors(optimizer_state)
-            save_file({**lora, **{f"opt.{k}": v.contiguous() for k, v in opt_t.items()}}, str(ckpt) + ".tmp")
-            Path(str(ckpt) + ".tmp").replace(ckpt)
-            from asr_app.outputs import atomic_write_text
-
-            atomic_write_text(ckpt_meta, json.dumps({"step": step, "optimizer": opt_meta}))
+            _save_tensors({**lora, **{f"opt.{k}": v for k, v in opt_t.items()}}, ckpt,
+                          {"step": str(step), "optimizer": json.dumps(opt_meta)})
 
         on_step = lambda step, loss: self._event("progress", (stage, step, steps, loss))  # noqa: E731
         if layerwise:
@@ -538,8 +544,7 @@ class Adapter:
         self._save_state(model, final)
         result = {"wall_s": round(time.monotonic() - t0, 1), "planned_steps": steps, **result}
         self.state.finish(stage, result)
-        for path in (ckpt, ckpt_meta):
-            path.unlink(missing_ok=True)
+        ckpt.unlink(missing_ok=True)
         self.report.stages[stage] = result
         return model
 
