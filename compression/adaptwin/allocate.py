@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from asr_app.compression.adaptwin.apply import encoder_of
 from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
 from asr_app.compression.adaptwin.factorize import linear_singular_values, whitened_product_singular_values
 
@@ -37,12 +38,8 @@ class _Component:
     rank: int = 1
 
 
-def _encoder(model: nn.Module) -> nn.Module:
-    return model.model.encoder if hasattr(model, "model") else model.encoder
-
-
 def _components(model: nn.Module, stats, gains, attention: bool, ffn: bool, min_rank: int) -> list[_Component]:
-    encoder = _encoder(model)
+    encoder = encoder_of(model)
     out = []
     for i, layer in enumerate(encoder.layers):
         g = gains[i] if gains is not None else {"qk": 1.0, "attn_out": 1.0, "fc1_out": 1.0, "fc2_out": 1.0}
@@ -74,12 +71,12 @@ def _components(model: nn.Module, stats, gains, attention: bool, ffn: bool, min_
 
 def dense_params(model: nn.Module) -> int:
     """Parameters of the (dense) encoder."""
-    return sum(p.numel() for p in _encoder(model).parameters())
+    return sum(p.numel() for p in encoder_of(model).parameters())
 
 
 def plan_encoder_params(model: nn.Module, plan: CompressionPlan) -> int:
     """Encoder parameters after `compress_encoder(model, plan)`, computed from the shapes."""
-    encoder = _encoder(model)
+    encoder = encoder_of(model)
     total = dense_params(model)
     for i, lp in plan.layers.items():
         layer = encoder.layers[i]
@@ -115,7 +112,7 @@ def allocate_ranks(model: nn.Module, target_ratio: float, stats=None, gains=None
     if not 0 < target_ratio <= 1:
         raise ValueError(f"target_ratio must be in (0, 1], got {target_ratio}")
     comps = _components(model, stats, gains, attention, ffn, min_rank)
-    layers = len(_encoder(model).layers)
+    layers = len(encoder_of(model).layers)
     budget = target_ratio * dense_params(model)
 
     def plan_of() -> CompressionPlan:
@@ -147,15 +144,14 @@ def allocate_ranks(model: nn.Module, target_ratio: float, stats=None, gains=None
         used += step
         if c.rank < c.max_rank:
             heapq.heappush(heap, (-float(c.energy[c.rank]) / c.cost_per_rank, n))
-    plan = plan_of()
-    return plan
+    return plan_of()
 
 
 def uniform_plan(model: nn.Module, target_ratio: float, attention: bool = True, ffn: bool = True,
                  mode: str = "joint") -> CompressionPlan:
     """One attention rank and one feed-forward rank for every layer, cut by the same share
     of their maximum, the largest share that fits `target_ratio` (plain-SVD baseline)."""
-    encoder = _encoder(model)
+    encoder = encoder_of(model)
     a, lin = encoder.layers[0].self_attn, encoder.layers[0].fc1
     ffn_max = (lin.in_features * lin.out_features) // (lin.in_features + lin.out_features)
     budget = target_ratio * dense_params(model)

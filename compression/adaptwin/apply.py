@@ -8,7 +8,8 @@ from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
 from asr_app.compression.adaptwin.layer import LowRankLinear, TwinSelfAttention
 
 
-def _encoder(model: nn.Module) -> nn.Module:
+def encoder_of(model: nn.Module) -> nn.Module:
+    """The `WhisperEncoder` of a `WhisperForConditionalGeneration` or `WhisperModel`."""
     return model.model.encoder if hasattr(model, "model") else model.encoder
 
 
@@ -54,7 +55,7 @@ def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dic
     if plan.data_aware and stats is None:
         raise ValueError("a data-aware plan needs activation statistics (stats)")
     before = param_counts(model)
-    encoder = _encoder(model)
+    encoder = encoder_of(model)
     for i, lp in sorted(plan.layers.items()):
         if not 0 <= i < len(encoder.layers):
             raise ValueError(f"plan names encoder layer {i}; the encoder has {len(encoder.layers)}")
@@ -81,7 +82,7 @@ def build_structure(model: nn.Module, plan: CompressionPlan) -> None:
     Used to load a saved compressed model: build the dense architecture from its
     config.json, call this, then load the safetensors with strict key checking.
     """
-    encoder = _encoder(model)
+    encoder = encoder_of(model)
     for i, lp in sorted(plan.layers.items()):
         layer = encoder.layers[i]
         if lp.qk is not None:
@@ -98,7 +99,7 @@ def param_counts(model: nn.Module) -> dict:
     Every stored parameter counts, the encoder's fixed sinusoidal positions included (they
     are in the checkpoint). Returns {"encoder_attention": n, "encoder": n, "model": n}.
     """
-    encoder = _encoder(model)
+    encoder = encoder_of(model)
     attn = sum(p.numel() for layer in encoder.layers for p in layer.self_attn.parameters())
     return {"encoder_attention": attn, "encoder": sum(p.numel() for p in encoder.parameters()),
             "model": sum(p.numel() for p in model.parameters())}
@@ -116,7 +117,7 @@ def factor_encoder_attention(model: nn.Module, ranks: dict[int, list[int]] | int
     Raises:
         ValueError: ranks out of range, or a key/shape mismatch after surgery (listing keys).
     """
-    encoder = _encoder(model)
+    encoder = encoder_of(model)
     heads = encoder.config.encoder_attention_heads
     plan = {i: [ranks] * heads for i in range(len(encoder.layers))} if isinstance(ranks, int) else dict(ranks)
     counts = compress_encoder(model, CompressionPlan({i: LayerPlan(r, r) for i, r in plan.items()}, data_aware=False))

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from asr_app.compression.adaptwin.apply import encoder_of
+
 SITES = ("qk", "attn_out", "fc1_out", "fc2_out")
 
 
@@ -54,10 +56,6 @@ class ActivationStats:
         return cls(get("attn_in"), get("fc1_in"), get("fc2_in"), int(d["positions"][0]))
 
 
-def _encoder(model: nn.Module) -> nn.Module:
-    return model.model.encoder if hasattr(model, "model") else model.encoder
-
-
 @torch.no_grad()
 def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor],
                              on_batch=None) -> ActivationStats:
@@ -71,7 +69,7 @@ def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor],
         ActivationStats (float64 tensors on CPU).
     Source: activation statistics for whitened low-rank factorization (SVD-LLM style).
     """
-    encoder = _encoder(model)
+    encoder = encoder_of(model)
     sums: dict[tuple[str, int], Tensor] = {}
     count = [0]
 
@@ -106,23 +104,31 @@ def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor],
     return ActivationStats(get("attn_in"), get("fc1_in"), get("fc2_in"), count[0])
 
 
+def _split_heads(attn: nn.Module, x: Tensor) -> Tensor:
+    """(batch, T, d_model) -> (batch, heads, T, head_dim)."""
+    b, t, _ = x.shape
+    return x.view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+
+
+def _logits(attn: nn.Module, x: Tensor) -> Tensor:
+    """Scaled q k^T of a dense Whisper attention: (batch, heads, T, T)."""
+    q = _split_heads(attn, attn.q_proj(x)) * attn.scaling
+    return q @ _split_heads(attn, attn.k_proj(x)).transpose(-1, -2)
+
+
 class _NoisyLogitsAttention(nn.Module):
     """A dense Whisper self-attention computed by hand, with Gaussian noise on its logits."""
 
     def __init__(self, attn: nn.Module, std: float, generator: torch.Generator):
         super().__init__()
         self.attn, self.std, self.generator = attn, std, generator
-        self.noise_energy = 0.0
-        self.positions = 0
 
     def forward(self, hidden_states: Tensor, attention_mask=None, **kwargs):
         a = self.attn
-        b, t, _ = hidden_states.shape
-        split = lambda x: x.view(b, t, a.num_heads, a.head_dim).transpose(1, 2)  # noqa: E731
-        q, k, v = split(a.q_proj(hidden_states)) * a.scaling, split(a.k_proj(hidden_states)), split(a.v_proj(hidden_states))
-        logits = q @ k.transpose(-1, -2)
+        logits = _logits(a, hidden_states)
         noise = torch.randn(logits.shape, generator=self.generator).to(logits) * self.std
-        out = F.softmax(logits + noise, dim=-1) @ v
+        out = F.softmax(logits + noise, dim=-1) @ _split_heads(a, a.v_proj(hidden_states))
+        b, _, t, _ = out.shape
         return a.out_proj(out.transpose(1, 2).reshape(b, t, -1)), None
 
 
@@ -153,11 +159,7 @@ def _logits_rms(encoder: nn.Module, attn: nn.Module, mels: Tensor) -> float:
         encoder(mels)
     finally:
         handle.remove()
-    x = seen["x"]
-    b, t, _ = x.shape
-    q = attn.q_proj(x).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2) * attn.scaling
-    k = attn.k_proj(x).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
-    return float((q @ k.transpose(-1, -2)).pow(2).mean().sqrt())
+    return float(_logits(attn, seen["x"]).pow(2).mean().sqrt())
 
 
 def _noisy_pass(encoder: nn.Module, module: nn.Module, mels: Tensor, std: float, gen: torch.Generator) -> Tensor:
@@ -194,7 +196,7 @@ def measure_sensitivity(model: nn.Module, mels: Tensor, relative_std: float = 0.
     Returns:
         [ {site: gain} for each layer ] with sites "qk", "attn_out", "fc1_out", "fc2_out".
     """
-    encoder = _encoder(model)
+    encoder = encoder_of(model)
     mels = mels.to(next(model.parameters()).device)
     clean = encoder(mels).last_hidden_state
     gen = torch.Generator().manual_seed(seed)

@@ -212,7 +212,7 @@ def finetune(student, mel_label_batches: Sequence[tuple[Tensor, Tensor]], cfg: T
     """
     loop = _Loop(student, cfg, optimizer_state, start_step, on_step, on_checkpoint)
     student.train()
-    device = next(p for p in student.parameters()).device
+    device = next(student.parameters()).device
     for mel, labels in _cycle(mel_label_batches, start_step):
         if loop.done():
             break
