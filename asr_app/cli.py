@@ -26,6 +26,7 @@ def _add_model_args(p: argparse.ArgumentParser, profile_help: str | None = "use 
     if profile_help:  # commands that run a model may run a profile's adapted one
         p.add_argument("--profile", default=None, help=profile_help + " (from `asr-app adapt`)")
         p.add_argument("--profile-dir", default=None, help="a profile folder outside the default place")
+    p.set_defaults(model_from_profile=bool(profile_help))
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
 
@@ -34,7 +35,7 @@ def _resolve_model(args) -> None:
     """Fill args.model: --model if given, else the --profile's latest adapted model, else the default."""
     from asr_app.models import DEFAULT_MODEL
 
-    if args.model is None and getattr(args, "func", None) is not cmd_enroll and (args.profile or args.profile_dir):
+    if args.model is None and args.model_from_profile and (args.profile or args.profile_dir):
         from asr_app.enroll.profile import Profile, profile_path
 
         profile = Profile.open(profile_path(args.profile, args.profile_dir))
@@ -474,8 +475,9 @@ def cmd_adapt(args) -> int:
             print(f"== {payload}", file=sys.stderr)
         elif kind == "progress" and not args.quiet:
             stage, done, total = payload[:3]
-            bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="step" if len(payload) > 3
-                                                                 else "item", file=sys.stderr))
+            if stage not in bars:
+                bars[stage] = tqdm(total=total, desc=stage, unit="step" if len(payload) > 3 else "item", file=sys.stderr)
+            bar = bars[stage]
             bar.n = done
             if len(payload) > 3:
                 bar.set_postfix(loss=f"{payload[3]:.4f}", refresh=False)
