@@ -73,6 +73,8 @@ class AdaptOptions:
             always to 29 s.
         calibration_windows: at most this many 30-second windows (evenly spaced over the
             enrollment) for activation statistics; 64 windows = 32 minutes.
+        calibration_replay_share: share of those windows taken from the replay sets, so
+            the whitening also weighs directions other voices use (0 = the speaker only).
     """
 
     base: str = "tiny.en"
@@ -102,6 +104,7 @@ class AdaptOptions:
     seed: int = 0
     checkpoint_every: int = 25
     calibration_windows: int = 64
+    calibration_replay_share: float = 0.0
     varied_windows: bool = True
 
     def __post_init__(self):
@@ -117,6 +120,8 @@ class AdaptOptions:
             raise ValueError("allocation 'sensitivity' needs data_aware (it weighs whitened singular values)")
         if set(self.stages) - {"layerwise", "finetune"}:
             raise ValueError(f"stages must be among layerwise, finetune; got {self.stages}")
+        if not 0 <= self.calibration_replay_share < 1:
+            raise ValueError(f"calibration_replay_share must be in [0, 1), got {self.calibration_replay_share}")
         if self.batch_size < 1 or self.lora_rank < 1:
             raise ValueError("batch_size and lora_rank must be >= 1")
 
@@ -134,6 +139,8 @@ class AdaptOptions:
             name += "-attnonly"
         if not self.varied_windows:
             name += "-fullwin"
+        if self.calibration_replay_share:
+            name += f"-calmix{self.calibration_replay_share:g}"
         if tuple(self.stages) != ("layerwise", "finetune"):
             name += "-" + ("+".join(self.stages) or "twinsonly")
         return name
@@ -232,6 +239,14 @@ def pack_windows(utterances, bundle, on_progress: Callable[[int], None] | None =
             on_progress(n)
     flush()
     return windows
+
+
+def _evenly(items: list, n: int) -> list:
+    """At most `n` items spread evenly over `items` (all of them when there are fewer)."""
+    if n <= 0 or not items:
+        return []
+    step = max(1.0, len(items) / n)
+    return [items[int(i * step)] for i in range(min(len(items), n))]
 
 
 def _batches(windows: list[Window], batch_size: int, rng: random.Random, with_labels: bool):
@@ -362,7 +377,7 @@ class Adapter:
 
         speaker, replay, data = self._prepare_data(bundle)  # 1 data
         # 2 calibrate
-        stats, gains = self._calibrate(teacher, speaker)
+        stats, gains = self._calibrate(teacher, speaker, replay)
         # 3 factor
         model, plan = self._factor(teacher, stats, gains)
         # 4 layerwise
@@ -420,7 +435,7 @@ class Adapter:
         self.report.stages["data"] = {"wall_s": round(time.monotonic() - t0, 1)}
         return speaker, replay, data
 
-    def _calibrate(self, teacher, speaker):
+    def _calibrate(self, teacher, speaker, replay):
         import torch
         from safetensors.torch import load_file
 
@@ -436,10 +451,11 @@ class Adapter:
             self.report.stages["calibrate"] = done
             return ActivationStats.from_state_dict(load_file(str(path))), done["gains"]
         t0 = time.monotonic()
-        step = max(1.0, len(speaker) / self.options.calibration_windows)
-        mels = [torch.from_numpy(speaker[int(i * step)].mel[None]) for i in range(min(len(speaker), self.options.calibration_windows))]
+        n_replay = round(self.options.calibration_windows * self.options.calibration_replay_share) if replay else 0
+        mels = [torch.from_numpy(w.mel[None]) for w in _evenly(speaker, self.options.calibration_windows - n_replay)]
+        probe = torch.cat(mels[: min(2, len(mels))])  # sensitivity is measured on the speaker
+        mels += [torch.from_numpy(w.mel[None]) for w in _evenly(replay, n_replay)]
         stats = collect_activation_stats(teacher, mels, lambda b: self._event("progress", ("calibrate", b + 1, len(mels))))
-        probe = torch.cat(mels[: min(2, len(mels))])
         gains = measure_sensitivity(teacher, probe, seed=self.options.seed)
         _save_tensors(stats.state_dict(), path)
         result = {"wall_s": round(time.monotonic() - t0, 1), "positions": stats.positions, "gains": gains}

@@ -205,7 +205,8 @@ def log_mel_window(feature_extractor, audio: np.ndarray) -> np.ndarray:
     feature-extractor call does) gives the encoder different input and a worse WER.
 
     Args:
-        feature_extractor: a `WhisperFeatureExtractor`.
+        feature_extractor: a `WhisperFeatureExtractor`, or anything with a
+            `log_mel(audio) -> (n_mels, frames)` method (`onnx_backend.NumpyLogMel`).
         audio: (samples,) float32, 16 kHz, at most N_SAMPLES long.
     Returns:
         (n_mels, 3000) float32.
@@ -215,9 +216,12 @@ def log_mel_window(feature_extractor, audio: np.ndarray) -> np.ndarray:
         raise ValueError(f"log_mel_window takes at most {N_SAMPLES} samples, got {len(audio)}")
     content_frames = len(audio) // HOP_LENGTH
     padded = np.concatenate([audio, np.zeros(HOP_LENGTH, np.float32)])
-    mel = feature_extractor(
-        padded, sampling_rate=SAMPLE_RATE_HZ, padding="longest", return_tensors="np"
-    ).input_features[0][:, :content_frames]
+    if hasattr(feature_extractor, "log_mel"):  # the numpy one of the ONNX backend
+        mel = feature_extractor.log_mel(padded)[:, :content_frames]
+    else:
+        mel = feature_extractor(
+            padded, sampling_rate=SAMPLE_RATE_HZ, padding="longest", return_tensors="np"
+        ).input_features[0][:, :content_frames]
     out = np.zeros((mel.shape[0], N_FRAMES), np.float32)
     out[:, : mel.shape[1]] = mel
     return out

@@ -25,8 +25,10 @@ class BenchConfig:
         audio: [(id, path, reference text or None)].
         threads: CPU threads for every engine.
         beam_size: 1 is greedy.
-        engines: ("asr-app", "asr-app:MODEL", "faster-whisper:float32", "faster-whisper:int8", ...);
-            "asr-app:MODEL" runs asr-app on another model (e.g. the base of a compressed one).
+        engines: ("asr-app", "asr-app:MODEL", "asr-app/onnx-int8", "asr-app/onnx-int8:MODEL",
+            "faster-whisper:float32", "faster-whisper:int8", ...); "asr-app:MODEL" runs asr-app
+            on another model (e.g. the base of a compressed one); "/onnx-Q" on onnxruntime with
+            the model's export at quantization Q (int8, fp16, none), torch otherwise.
         device: "cpu" or "cuda".
         reference_model: the model faster-whisper runs (default: `model`); for a compressed
             model, its base.
@@ -65,14 +67,26 @@ def _peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def _run_asr_app(cfg: BenchConfig, model: str | None = None) -> EngineResult:
+def parse_engine(engine: str) -> tuple[str, str | None, str, str]:
+    """"asr-app/onnx-int8:tiny.en" -> ("asr-app", "tiny.en", "onnx", "int8"); torch engines
+    give backend "torch" (and quantize "none")."""
+    head, _, model = engine.partition(":")
+    name, _, variant = head.partition("/")
+    if variant.startswith("onnx-"):
+        return name, model or None, "onnx", variant[len("onnx-"):]
+    return name, model or None, "torch", "none"
+
+
+def _run_asr_app(cfg: BenchConfig, engine: str) -> EngineResult:
     from asr_app.audio import load_audio
     from asr_app.decoding import DecodingOptions
     from asr_app.transcribe import TranscribeOptions, Transcriber
 
-    res = EngineResult("asr-app" if model is None else f"asr-app:{model}")
+    _, model, backend, quantize = parse_engine(engine)
+    res = EngineResult(engine)
     t0 = time.perf_counter()
     tr = Transcriber(TranscribeOptions(model=model or cfg.model, device=cfg.device, threads=cfg.threads, vad=False,
+                                       backend=backend, quantize=quantize if backend == "onnx" else "int8",
                                        decoding=DecodingOptions(beam_size=cfg.beam_size)))
     res.load_s = time.perf_counter() - t0
     for uid, path, _ in cfg.audio:
@@ -116,10 +130,8 @@ def _engine_main(cfg: BenchConfig, engine: str) -> EngineResult:
 
     quiet_transformers_logging()
     try:
-        if engine == "asr-app":
-            res = _run_asr_app(cfg)
-        elif engine.startswith("asr-app:"):
-            res = _run_asr_app(cfg, engine.partition(":")[2])
+        if engine.startswith("asr-app"):
+            res = _run_asr_app(cfg, engine)
         elif engine.startswith("faster-whisper"):
             res = _run_faster_whisper(cfg, engine.partition(":")[2] or "float32")
         else:
@@ -137,9 +149,14 @@ def run_bench(cfg: BenchConfig) -> list[EngineResult]:
     """Run every engine in its own process, in order; score WER where references exist."""
     from asr_app.wer import corpus_wer
 
+    from asr_app.models import onnx_model_dir
+
     results = []
     ctx = multiprocessing.get_context("spawn")
     for engine in cfg.engines:
+        name, model, backend, quantize = parse_engine(engine)
+        if name == "asr-app" and backend == "onnx":  # export outside the measured process
+            onnx_model_dir(model or cfg.model, quantize)
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             res = pool.submit(_engine_main, cfg, engine).result()
         refs = [(uid, ref) for uid, _, ref in cfg.audio if ref is not None and uid in res.hypotheses]

@@ -28,7 +28,12 @@ def _add_model_args(p: argparse.ArgumentParser, profile_help: str | None = "use 
         p.add_argument("--profile-dir", default=None, help="a profile folder outside the default place")
     p.set_defaults(model_from_profile=bool(profile_help))
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the backend's choice)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch (default) or onnx: onnxruntime on the model's ONNX export (made on first use; "
+                        "an `asr-app export` folder always runs on onnx)")
+    p.add_argument("--quantize", choices=("int8", "fp16", "none"), default="int8",
+                   help="with --backend onnx: weights of the export made on first use (default int8)")
 
 
 def _resolve_model(args) -> None:
@@ -91,6 +96,17 @@ def _dataset_or_file(target: Path, filter_glob, limit):
         return None
 
 
+def _load_bundle(args):
+    """The model of --model / --profile on --backend, with --threads applied."""
+    from asr_app.models import load_model
+
+    if args.threads and args.backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return load_model(args.model, args.device, args.backend, args.threads, args.quantize)
+
+
 def _transcribe_options(args, vad: bool):
     from asr_app.decoding import DecodingOptions
     from asr_app.transcribe import TranscribeOptions
@@ -98,7 +114,8 @@ def _transcribe_options(args, vad: bool):
     dec = DecodingOptions(language=args.language, task=args.task, beam_size=args.beam_size,
                           best_of=args.best_of, without_timestamps=args.without_timestamps,
                           **({"temperatures": tuple(args.temperature)} if args.temperature else {}))
-    return TranscribeOptions(model=args.model, device=args.device, threads=args.threads, decoding=dec, vad=vad,
+    return TranscribeOptions(model=args.model, device=args.device, threads=args.threads, backend=args.backend,
+                             quantize=args.quantize, decoding=dec, vad=vad,
                              condition_on_previous_text=args.condition_on_previous_text)
 
 
@@ -178,15 +195,10 @@ def cmd_transcribe(args) -> int:
 
 def cmd_live(args) -> int:
     """`transcribe --live`: microphone (or --input FILE) through the streaming transcriber."""
-    import torch
-
     from asr_app.live import LiveSession, run_live
-    from asr_app.models import load_model
 
     if args.paths:
         raise AsrAppError("--live takes no PATH; use --input FILE to replay a file")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     reference = None
     if args.reference:
         try:
@@ -199,7 +211,7 @@ def cmd_live(args) -> int:
 
         prompts = [p.text for p in builtin_prompts()]
     source = _audio_source(args)
-    session = LiveSession(load_model(args.model, args.device), reference=reference, prompts=prompts)
+    session = LiveSession(_load_bundle(args), reference=reference, prompts=prompts)
     save_dir = Path(args.save_dir) if args.save_dir else None
     if args.no_tui:
         if prompts:
@@ -269,17 +281,12 @@ def cmd_eval(args) -> int:
 # -- bench ---------------------------------------------------------------------------------
 def cmd_bench_live(args) -> int:
     """Replay through the streaming transcriber on a simulated clock (see streaming_bench)."""
-    import torch
-
     from asr_app.audio import load_audio
-    from asr_app.models import load_model
     from asr_app.outputs import atomic_write_text
     from asr_app.streaming_bench import live_bench, select_clips
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     target = Path(args.target)
-    bundle = load_model(args.model, args.device)
+    bundle = _load_bundle(args)
     utts = _dataset_or_file(target, args.filter, args.limit)
     if utts is not None:
         chosen = select_clips(utts, args.minutes)
@@ -288,8 +295,9 @@ def cmd_bench_live(args) -> int:
         result["clips"] = len(chosen)
     else:
         result = live_bench(bundle, audio=load_audio(target))
-    result = {"model": bundle.name, "target": str(target), **result}
-    print(f"live bench: model {bundle.name}, {result['audio_s'] / 60:.2f} min of audio, {result['phrases']} phrases")
+    result = {"model": bundle.name, "backend": getattr(bundle, "backend", "torch"), "target": str(target), **result}
+    print(f"live bench: model {bundle.name} on {result['backend']}, {result['audio_s'] / 60:.2f} min of audio, "
+          f"{result['phrases']} phrases")
     print(f"end-of-phrase latency: median {result['eop_latency_median_s']} s, p90 {result['eop_latency_p90_s']} s")
     print(f"word emission lag:     median {result['word_lag_median_s']} s, p90 {result['word_lag_p90_s']} s")
     print(f"RTF {result['rtf']} (offline {result['offline_rtf']}), flicker {result['flicker_words']} of "
@@ -318,20 +326,21 @@ def cmd_bench(args) -> int:
 
     block = compression_block(args.model)  # an adapted model is measured beside its base
     reference = block["base_model"] if block else None
-    engines = ("asr-app",) + ((f"asr-app:{reference}",) if reference else ())
+    ours = "asr-app" if args.backend == "torch" else f"asr-app/onnx-{args.quantize}"
+    engines = (ours,) + ((f"{ours}:{reference}",) if reference else ())
     engines += tuple(f"faster-whisper:{ct}" for ct in args.faster_whisper)
     cfg = BenchConfig(model=args.model, audio=audio, threads=args.threads or os.cpu_count() or 1,
                       beam_size=args.beam_size, engines=engines, device=args.device, reference_model=reference)
-    print(f"bench: model {cfg.model}, {len(audio)} file(s), {cfg.threads} thread(s), beam {cfg.beam_size}",
-          file=sys.stderr)
+    print(f"bench: model {cfg.model}, {len(audio)} file(s), {cfg.threads} thread(s), beam {cfg.beam_size}, "
+          f"backend {args.backend}", file=sys.stderr)
     results = run_bench(cfg)
-    print(f"{'engine':<24} {'load s':>7} {'audio s':>8} {'decode s':>9} {'RTF':>7} {'peak MB':>8} {'WER %':>7}")
+    print(f"{'engine':<34} {'load s':>7} {'audio s':>8} {'decode s':>9} {'RTF':>7} {'peak MB':>8} {'WER %':>7}")
     for r in results:
         if r.error:
-            print(f"{r.engine:<24} error: {r.error}")
+            print(f"{r.engine:<34} error: {r.error}")
             continue
         wer = f"{r.wer:7.2f}" if r.wer is not None else f"{'-':>7}"
-        print(f"{r.engine:<24} {r.load_s:7.2f} {r.audio_s:8.1f} {r.decode_s:9.2f} {r.rtf:7.4f} {r.peak_rss_mb:8.0f} {wer}")
+        print(f"{r.engine:<34} {r.load_s:7.2f} {r.audio_s:8.1f} {r.decode_s:9.2f} {r.rtf:7.4f} {r.peak_rss_mb:8.0f} {wer}")
     base = results[0]
     for r in results[1:]:
         if not r.error and not base.error and r.rtf:
@@ -340,6 +349,23 @@ def cmd_bench(args) -> int:
     if args.report:
         atomic_write_text(Path(args.report), json.dumps(results_to_dict(cfg, results), indent=2))
         print(f"report written to {args.report}")
+    return 0
+
+
+# -- export --------------------------------------------------------------------------------
+def cmd_export(args) -> int:
+    """`asr-app export`: the model (or the profile's adapted one) as ONNX graphs."""
+    import json
+
+    from asr_app.models import onnx_model_dir
+
+    folder = onnx_model_dir(args.model, args.quantize, out=args.out, overwrite=True)
+    cfg = json.loads((folder / "config.json").read_text())
+    sizes = {f.name: f.stat().st_size for f in folder.iterdir() if f.suffix == ".onnx"}
+    print(f"exported {cfg['name']} ({cfg['quantize']}) to {folder}")
+    for name, size in sorted(sizes.items()):
+        print(f"  {name:<14} {size / 1e6:8.1f} MB")
+    print(f"run it with: asr-app transcribe --model {folder} FILES")
     return 0
 
 
@@ -464,7 +490,8 @@ def cmd_adapt(args) -> int:
                         general_limit=args.general_limit, speaker_set=args.speaker_set,
                         speaker_filter=args.speaker_filter, time_budget_min=args.time_budget_min,
                         device=args.device, threads=args.threads, seed=args.seed,
-                        varied_windows=not args.full_windows)
+                        varied_windows=not args.full_windows,
+                        calibration_replay_share=args.calibration_replay_share)
     bars: dict = {}
 
     def on_event(kind, payload):
@@ -579,6 +606,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=5.0, help="with --live on a dataset: minutes of clips to join")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("export", help="write the model (or a profile's adapted model) as ONNX for onnxruntime")
+    _add_model_args(p, "export this profile's adapted model")
+    p.add_argument("--out", default=None,
+                   help="folder to write (default: inside an adapted model's folder, else the model cache)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("enroll", help="record (or import) your voice into a profile")
     p.add_argument("--profile", default=None, help="profile name (kept in the user data folder)")
     p.add_argument("--profile-dir", default=None, help="keep the profile in this folder instead")
@@ -636,6 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kd-weight", type=float, default=0.5, help="weight of distillation toward the original")
     p.add_argument("--full-windows", action="store_true",
                    help="pack every training window to 29 s (default: random fill lengths)")
+    p.add_argument("--calibration-replay-share", type=float, default=0.0,
+                   help="share of the whitening statistics taken from --replay audio (default 0: speaker only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None)

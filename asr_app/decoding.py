@@ -12,7 +12,6 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from asr_app.audio import FRAMES_PER_SECOND, SECONDS_PER_TOKEN
 
@@ -92,6 +91,13 @@ class DecodingResult:
     text: str = ""
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log_softmax over the last axis (float32; -inf entries stay -inf)."""
+    m = logits.max(axis=-1, keepdims=True)
+    shifted = logits - m
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 def compression_ratio(text: str) -> float:
     """len(utf-8 bytes) / len(zlib-compressed bytes); high values mean repetition loops."""
     raw = text.encode("utf-8")
@@ -112,13 +118,13 @@ class TokenFilter:
     def __init__(self, special, suppress_tokens: list[int], blank_ids: list[int], sample_begin: int,
                  options: DecodingOptions):
         self.special = special
-        self.suppress = torch.tensor(sorted(set(suppress_tokens)), dtype=torch.long)
-        self.blank = torch.tensor(blank_ids, dtype=torch.long)
+        self.suppress = np.array(sorted(set(suppress_tokens)), dtype=np.int64)
+        self.blank = np.array(blank_ids, dtype=np.int64)
         self.sample_begin = sample_begin
         self.options = options
         self.max_initial_ts_index = round(options.max_initial_timestamp_s / SECONDS_PER_TOKEN)
 
-    def __call__(self, logits: torch.Tensor, tokens: list[list[int]]) -> torch.Tensor:
+    def __call__(self, logits: np.ndarray, tokens: list[list[int]]) -> np.ndarray:
         """logits: (beams, vocab) float32, modified in place and returned."""
         n = len(tokens[0])
         if self.options.suppress_blank and n == self.sample_begin:
@@ -128,7 +134,7 @@ class TokenFilter:
             self._timestamp_rules(logits, tokens)
         return logits
 
-    def _timestamp_rules(self, logits: torch.Tensor, tokens: list[list[int]]):
+    def _timestamp_rules(self, logits: np.ndarray, tokens: list[list[int]]):
         ts = self.special.timestamp_begin
         eot = self.special.eot
         logits[:, self.special.no_timestamps] = NEG_INF
@@ -150,14 +156,19 @@ class TokenFilter:
             logits[:, :ts] = NEG_INF  # the first sampled token is a timestamp
             logits[:, ts + self.max_initial_ts_index + 1 :] = NEG_INF
         # take a timestamp whenever all timestamps together outweigh the best text token
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        ts_logprob = torch.logsumexp(logprobs[:, ts:], dim=-1)
-        text_max = logprobs[:, :ts].max(dim=-1).values
+        logprobs = log_softmax(logits)
+        with np.errstate(divide="ignore"):
+            ts_logprob = np.log(np.exp(logprobs[:, ts:]).sum(axis=-1))
+        text_max = logprobs[:, :ts].max(axis=-1)
         logits[ts_logprob > text_max, :ts] = NEG_INF
 
 
 class WhisperRunner:
     """Runs the encoder and the decoder step by step with a KV cache (torch backend).
+
+    Runners share one interface (see `asr_app.onnx_backend.OnnxRunner`): `encode`,
+    `step`, `reorder`, `expand_features`; tokens, beam indices and logits are numpy, audio
+    features and the cache are whatever the backend keeps.
 
     Args:
         bundle: a loaded `asr_app.models.WhisperBundle`.
@@ -168,44 +179,67 @@ class WhisperRunner:
         self.model = bundle.model
         self.device = bundle.device
 
-    @torch.no_grad()
-    def encode(self, mel: np.ndarray) -> torch.Tensor:
-        """mel: (n_mels, 3000) float32 -> audio features (1, audio_ctx=1500, d_model)."""
-        x = torch.from_numpy(mel).unsqueeze(0).to(self.device)
-        return self.model.model.encoder(input_features=x).last_hidden_state
+    def encode(self, mel: np.ndarray):
+        """mel: (n_mels, 3000) float32 -> audio features (1, audio_ctx=1500, d_model) tensor."""
+        import torch
 
-    @torch.no_grad()
-    def step(self, tokens: torch.Tensor, audio_features: torch.Tensor, cache):
+        with torch.no_grad():
+            x = torch.from_numpy(mel).unsqueeze(0).to(self.device)
+            return self.model.model.encoder(input_features=x).last_hidden_state
+
+    def step(self, tokens: np.ndarray, audio_features, cache):
         """Decoder forward on new tokens.
 
         Args:
             tokens: (beams, new_tokens) int64, the tokens not yet in the cache.
-            audio_features: (beams, audio_ctx, d_model).
+            audio_features: (beams, audio_ctx, d_model) tensor.
             cache: a transformers `EncoderDecoderCache` or None on the first call.
         Returns:
-            (logits of the last position (beams, vocab) float32, updated cache).
+            (logits of the last position (beams, vocab) float32 numpy, updated cache).
         """
-        out = self.model.model.decoder(
-            input_ids=tokens.to(self.device),
-            encoder_hidden_states=audio_features,
-            past_key_values=cache,
-            use_cache=True,
-        )
-        logits = self.model.proj_out(out.last_hidden_state[:, -1])
-        return logits.float(), out.past_key_values
+        import torch
+
+        with torch.no_grad():
+            out = self.model.model.decoder(
+                input_ids=torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=self.device),
+                encoder_hidden_states=audio_features,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logits = self.model.proj_out(out.last_hidden_state[:, -1])
+        return logits.float().cpu().numpy(), out.past_key_values
 
     @staticmethod
-    def reorder(cache, beam_idx: torch.Tensor):
-        """Reorder the KV cache's beams (self-attention part; cross-attention is identical)."""
-        cache.reorder_cache(beam_idx)
+    def reorder(cache, beam_idx: np.ndarray):
+        """Reorder (or expand) the KV cache's beams: beam_idx (beams,) int."""
+        import torch
+
+        cache.reorder_cache(torch.as_tensor(np.asarray(beam_idx), dtype=torch.long))
         return cache
+
+    @staticmethod
+    def expand_features(audio_features, beams: int):
+        """The same audio features for `beams` beams."""
+        return audio_features.expand(beams, -1, -1)
+
+
+def make_runner(bundle):
+    """The runner for a bundle's backend: OnnxRunner for an exported model, else torch."""
+    if getattr(bundle, "backend", "torch") == "onnx":
+        from asr_app.onnx_backend import OnnxRunner
+
+        return OnnxRunner(bundle)
+    return WhisperRunner(bundle)
 
 
 class WindowDecoder:
     """Decodes one log-mel window: prompt, language, sampling loop, fallback.
 
+    Works on either backend (torch or onnxruntime) through `make_runner`; all token
+    logic is numpy.
+
     Args:
-        bundle: loaded model (`WhisperBundle`).
+        bundle: loaded model (`WhisperBundle` or `OnnxWhisperBundle`).
         options: DecodingOptions.
     Raises:
         ValueError: a language or task the model does not support.
@@ -216,7 +250,7 @@ class WindowDecoder:
         self.bundle = bundle
         self.special = bundle.special
         self.options = options
-        self.runner = WhisperRunner(bundle)
+        self.runner = make_runner(bundle)
         tok = bundle.tokenizer
         suppress = list(bundle.model.generation_config.suppress_tokens or [])
         sp = self.special
@@ -238,7 +272,7 @@ class WindowDecoder:
                 )
             if options.task == "translate":
                 raise ValueError(f"{bundle.name} is English-only and cannot translate")
-        self._generator = torch.Generator().manual_seed(options.seed)
+        self._rng = np.random.default_rng(options.seed)
 
     # -- prompt -----------------------------------------------------------------------------
     def prompt(self, language: str, previous_tokens: list[int] | None = None) -> list[int]:
@@ -254,18 +288,17 @@ class WindowDecoder:
             out.append(sp.no_timestamps)
         return out
 
-    def detect_language(self, audio_features: torch.Tensor) -> str:
+    def detect_language(self, audio_features) -> str:
         """Most probable language token after <|sot|> (multilingual models); "en" otherwise."""
         if not self.bundle.is_multilingual:
             return "en"
-        logits, _ = self.runner.step(torch.tensor([[self.special.sot]]), audio_features, None)
+        logits, _ = self.runner.step(np.array([[self.special.sot]]), audio_features, None)
         langs = self.special.languages
-        ids = torch.tensor(list(langs.values()))
+        ids = np.array(list(langs.values()))
         best = int(ids[logits[0, ids].argmax()])
         return next(k for k, v in langs.items() if v == best)
 
     # -- decoding ---------------------------------------------------------------------------
-    @torch.no_grad()
     def decode(self, mel: np.ndarray, previous_tokens: list[int] | None = None) -> DecodingResult:
         """Decode a (n_mels, 3000) window with temperature fallback.
 
@@ -311,15 +344,15 @@ class WindowDecoder:
             text=text,
         )
 
-    def _no_speech_prob(self, logits_at_sot: torch.Tensor) -> float:
+    def _no_speech_prob(self, logits_at_sot: np.ndarray) -> float:
         if self.special.no_speech is None:
             return 0.0
-        return float(torch.softmax(logits_at_sot.float(), -1)[self.special.no_speech])
+        return float(np.exp(log_softmax(logits_at_sot.astype(np.float32))[self.special.no_speech]))
 
     def _first_step(self, audio_features, prompt):
         """Run the prompt; return (logits of the last position, cache, no-speech probability)."""
         sot_index = prompt.index(self.special.sot)
-        x = torch.tensor([prompt])
+        x = np.array([prompt], dtype=np.int64)
         if self.special.no_speech is None:
             logits, cache = self.runner.step(x, audio_features, None)
             return logits, cache, 0.0
@@ -339,18 +372,18 @@ class WindowDecoder:
         limit = min(self.options.sample_len, 448 - len(prompt))
         for _ in range(limit):
             logits = filt(logits, [seq])
-            logprobs = torch.log_softmax(logits, dim=-1)
+            logprobs = log_softmax(logits)
             if temperature == 0:
                 nxt = int(logits[0].argmax())
             else:
-                probs = torch.softmax(logits[0] / temperature, dim=-1)
-                nxt = int(torch.multinomial(probs, 1, generator=self._generator))
+                probs = np.exp(log_softmax(logits[0].astype(np.float64) / temperature))
+                nxt = int(self._rng.choice(len(probs), p=probs / probs.sum()))
             sum_logprob += float(logprobs[0, nxt])
             if nxt == eot:
                 break
             seq.append(nxt)
             sampled.append(nxt)
-            logits, cache = self.runner.step(torch.tensor([[nxt]]), audio_features, cache)
+            logits, cache = self.runner.step(np.array([[nxt]], dtype=np.int64), audio_features, cache)
         return sampled, sum_logprob, no_speech
 
     def _beam_search(self, audio_features, prompt, beam_size, filt):
@@ -362,9 +395,9 @@ class WindowDecoder:
         eot = self.special.eot
         logits, cache, no_speech = self._first_step(audio_features, prompt)
         # expand the single prompt to `beam_size` identical beams
-        cache.reorder_cache(torch.zeros(beam_size, dtype=torch.long))
-        features = audio_features.expand(beam_size, -1, -1)
-        logits = logits.expand(beam_size, -1).clone()
+        cache = self.runner.reorder(cache, np.zeros(beam_size, dtype=np.int64))
+        features = self.runner.expand_features(audio_features, beam_size)
+        logits = np.repeat(logits[:1], beam_size, axis=0)
         seqs = [list(prompt) for _ in range(beam_size)]
         sums = [0.0] * beam_size
         finished: dict[tuple, float] = {}
@@ -372,11 +405,12 @@ class WindowDecoder:
         n_live = 1  # before the first step all beams are the same
         for _ in range(limit):
             logits = filt(logits, seqs)
-            logprobs = torch.log_softmax(logits, dim=-1)
+            logprobs = log_softmax(logits)
             candidates: dict[tuple, tuple[float, int]] = {}
             for i in range(n_live):
-                top = logprobs[i].topk(beam_size + 1)
-                for lp, tok in zip(top.values.tolist(), top.indices.tolist()):
+                top = np.argpartition(-logprobs[i], beam_size)[: beam_size + 1]
+                top = top[np.argsort(-logprobs[i][top], kind="stable")]
+                for lp, tok in zip(logprobs[i][top].tolist(), top.tolist()):
                     key = tuple(seqs[i]) + (tok,)
                     score = sums[i] + lp
                     if key not in candidates or candidates[key][0] < score:
@@ -397,9 +431,9 @@ class WindowDecoder:
                 new_seqs.append(new_seqs[-1])
                 new_sums.append(new_sums[-1])
                 sources.append(sources[-1])
-            cache = self.runner.reorder(cache, torch.tensor(sources))
+            cache = self.runner.reorder(cache, np.array(sources, dtype=np.int64))
             seqs, sums = new_seqs, new_sums
-            nxt = torch.tensor([[s[-1]] for s in seqs])
+            nxt = np.array([[s[-1]] for s in seqs], dtype=np.int64)
             logits, cache = self.runner.step(nxt, features, cache)
         if not finished:
             finished = {tuple(seqs[i]): sums[i] for i in range(n_live)}

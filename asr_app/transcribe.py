@@ -27,7 +27,9 @@ class TranscribeOptions:
     Attributes:
         model: built-in name, model folder or hub id (see `asr_app.models`).
         device: "cpu" or "cuda".
-        threads: torch intra-op threads; None leaves torch's default.
+        threads: CPU threads (torch or onnxruntime); None leaves the library's default.
+        backend: "torch" or "onnx" (onnxruntime, see `asr_app.onnx_backend`).
+        quantize: weights of the ONNX export made on first use: "int8", "fp16" or "none".
         decoding: per-window DecodingOptions (language, beam size, temperatures, ...).
         vad: skip non-speech with silero-vad before decoding.
         vad_options: VadOptions.
@@ -39,6 +41,8 @@ class TranscribeOptions:
     model: str = DEFAULT_MODEL
     device: str = "cpu"
     threads: int | None = None
+    backend: str = "torch"
+    quantize: str = "int8"
     decoding: DecodingOptions = field(default_factory=DecodingOptions)
     vad: bool = True
     vad_options: VadOptions = field(default_factory=VadOptions)
@@ -49,6 +53,8 @@ class TranscribeOptions:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {self.backend!r}")
 
 
 @dataclass
@@ -122,12 +128,13 @@ class Transcriber:
     """
 
     def __init__(self, options: TranscribeOptions = TranscribeOptions(), bundle=None):
-        import torch
+        if options.threads and options.backend == "torch":
+            import torch
 
-        if options.threads:
             torch.set_num_threads(options.threads)
         self.options = options
-        self.bundle = bundle or load_model(options.model, options.device)
+        self.bundle = bundle or load_model(options.model, options.device, options.backend, options.threads,
+                                           options.quantize)
         try:
             self.decoder = WindowDecoder(self.bundle, options.decoding)
         except ValueError as e:

@@ -9,8 +9,10 @@ from asr_app.errors import ModelError
 from asr_app.models.convert import SpecialTokens
 from asr_app.models.resolver import DEFAULT_MODEL, BUILTIN_MODELS, ModelSource, converted_dir, find_model
 
-__all__ = ["DEFAULT_MODEL", "BUILTIN_MODELS", "WhisperBundle", "load_model", "find_model", "ModelSource",
-           "quiet_transformers_logging"]
+__all__ = ["DEFAULT_MODEL", "BUILTIN_MODELS", "BACKENDS", "WhisperBundle", "load_model", "find_model", "ModelSource",
+           "onnx_model_dir", "quiet_transformers_logging"]
+
+BACKENDS = ("torch", "onnx")
 
 
 @dataclass
@@ -47,31 +49,111 @@ class WhisperBundle:
 
 
 def quiet_transformers_logging() -> None:
-    """Hide transformers' info logs and weight-loading progress bars (for CLI processes)."""
+    """Hide transformers' info logs and weight-loading progress bars (for CLI processes).
+
+    Sets transformers' environment switches when it is not imported yet, so the ONNX
+    backend (which never imports transformers or torch) does not pay for the import.
+    """
+    import os
+    import sys
+
+    if "transformers" not in sys.modules:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> WhisperBundle:
+def _export_key(source: ModelSource) -> str:
+    """Changes whenever the source weights, config or tokenizer change (or the exporter)."""
+    import hashlib
+
+    from asr_app.onnx_export import FORMAT_VERSION
+
+    h = hashlib.sha256(f"onnx-v{FORMAT_VERSION}:{source.location}".encode())
+    root = Path(source.location)
+    for name in ("model.safetensors", "model.bin", "config.json", "tokenizer.json"):
+        p = root / name
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str | Path | None = None,
+                   overwrite: bool = False) -> Path:
+    """The ONNX export of a model, written on first use.
+
+    Where: `out` if given; else an adapted model's own folder (`<model>/onnx-<quantize>`,
+    so a profile stays self-contained); else the cache (`<cache>/onnx/`). An existing
+    export is reused while its recorded source key matches the model's files.
+
+    Args:
+        name: as `load_model`; an export folder is returned as it is.
+        quantize: "int8", "fp16" or "none" (used only when exporting).
+        overwrite: export again even if a matching export exists.
+    Raises:
+        ModelError: as `load_model`; ExportError: the model cannot be exported.
+    """
+    import json
+
+    from asr_app.models.resolver import cache_dir
+    from asr_app.onnx_backend import is_onnx_dir
+
+    source = find_model(name)
+    if source.kind == "onnx":
+        return Path(source.location)
+    from asr_app.compression.adaptwin.checkpoint import is_compressed_dir
+    key = _export_key(source)
+    if out is not None:
+        final = Path(out)
+    elif source.kind == "hf" and is_compressed_dir(source.location):
+        final = Path(source.location) / f"onnx-{quantize}"
+    else:
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(source.name).name or "model")
+        final = cache_dir() / "onnx" / f"{safe}-{key}-{quantize}"
+    if not overwrite and is_onnx_dir(final):
+        cfg = json.loads((final / "config.json").read_text())
+        if cfg.get("source_key") == key and cfg.get("quantize") == quantize:
+            return final
+    from asr_app.onnx_export import export_model
+
+    export_model(load_model(name), final, quantize, overwrite=True, source_key=key)
+    return final
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "torch", threads: int | None = None,
+               quantize: str = "int8"):
     """Load a Whisper model by built-in name, folder or hub id (see `resolver`).
 
     Args:
         name: "tiny.en", "base", a CTranslate2 or Hugging Face folder, a compressed model
-            folder written by `asr-app adapt`, or a hub id.
+            folder written by `asr-app adapt`, an ONNX folder written by `asr-app export`
+            (always run on onnxruntime), or a hub id.
         device: "cpu" or "cuda".
+        backend: "torch" or "onnx" (onnxruntime; the model is exported into the cache at
+            `quantize` on first use).
+        threads: onnxruntime intra-op threads (the torch backend uses torch's setting).
     Returns:
-        A WhisperBundle ready for `asr_app.decoding`.
+        A WhisperBundle (torch) or an `OnnxWhisperBundle`, ready for `asr_app.decoding`.
     Raises:
-        ModelError: unknown name, missing package, corrupt files, hub unreachable,
-            or device "cuda" without a GPU.
+        ModelError: unknown name or backend, missing package, corrupt files, hub
+            unreachable, or device "cuda" without a GPU.
     """
+    if backend not in BACKENDS:
+        raise ModelError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if device not in ("cpu", "cuda"):
+        raise ModelError(f"--device must be cpu or cuda, got {device!r}")
+    if backend == "onnx" or find_model(name).kind == "onnx":
+        from asr_app.onnx_backend import load_onnx_model
+
+        return load_onnx_model(onnx_model_dir(name, quantize), device, threads, name=name)
     import torch
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
-    if device not in ("cpu", "cuda"):
-        raise ModelError(f"--device must be cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
     from asr_app.compression.adaptwin.checkpoint import is_compressed_dir, load_compressed

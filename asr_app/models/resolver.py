@@ -106,6 +106,10 @@ def find_model(name: str) -> ModelSource:
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"--model {name}: expected a model folder, got a file")
+        from asr_app.onnx_backend import is_onnx_dir
+
+        if is_onnx_dir(path):  # written by `asr-app export`
+            return ModelSource(name, "onnx", str(path.resolve()))
         if _is_hf_dir(path):
             return ModelSource(name, "hf", str(path.resolve()))
         if _is_ct2_dir(path):

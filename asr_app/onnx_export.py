@@ -1,0 +1,439 @@
+"""`asr-app export`: a Whisper model (original or AdaPTwin-compressed) as two ONNX graphs.
+
+The graphs are written node by node from the model's weights (onnx.helper), so every
+layer is exactly what we chose, with the compression layers as the project's own ops
+(`asr_app.kernels.ops`, domain `ownvoice.asr`):
+
+encoder.onnx   input_features (B, n_mels, 3000) float32
+               -> audio_features (B, 1500, D),
+                  cross_k, cross_v (L_dec, B, H, 1500, head_dim): every decoder layer's
+                  cross-attention keys and values, computed once per window
+decoder.onnx   tokens (B, T) int64, self_k, self_v (L_dec, B, H, P, head_dim) (the KV
+               cache of the P tokens already decoded; P may be 0), cross_k, cross_v
+               -> logits (B, vocab) of the last position,
+                  present_k, present_v (L_dec, B, H, P + T, head_dim)
+
+Weight handling: the 1/sqrt(head_dim) attention scale is folded into the query weights;
+a compressed encoder's twin attention is written as `TwinAttention` with heads of smaller
+rank zero-padded; low-rank feed-forward layers as `LowRankLinear`. `quantize="int8"`
+stores every linear weight as int8 per output channel (symmetric) with float32 scales and
+quantizes activations per tensor at run time (`Int8MatMul`, `...Int8` ops); the two
+convolutions stay float32. `quantize="fp16"` stores float16 weights and runs in float16
+inside the graph (inputs and outputs stay float32): meant for GPUs.
+Source: Whisper's architecture (Radford et al. 2022) as implemented by transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from asr_app.errors import AsrAppError
+
+FORMAT = "asr-app-onnx"
+FORMAT_VERSION = 1
+OPSET = 20
+QUANTIZE_CHOICES = ("none", "int8", "fp16")
+
+
+class ExportError(AsrAppError):
+    """The model cannot be exported (unknown layer type, bad option, unwritable folder)."""
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output column: w (..., K, M) float -> (int8 (..., K, M), scale).
+
+    scale has shape (..., 1, M) (or (M,) for 2-D w); w ~= q * scale. All-zero columns
+    (padding) get scale 1 so nothing divides by zero.
+    """
+    absmax = np.abs(w).max(axis=-2, keepdims=True)
+    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    return q, (scale.reshape(-1) if w.ndim == 2 else scale)
+
+
+class _Graph:
+    """Accumulates nodes and initializers of one graph; names are unique by counter."""
+
+    def __init__(self, quantize: str):
+        from onnx import TensorProto
+
+        self.nodes, self.inits, self.quantize, self._n = [], [], quantize, 0
+        self.float_type = TensorProto.FLOAT16 if quantize == "fp16" else TensorProto.FLOAT
+        self.float_np = np.float16 if quantize == "fp16" else np.float32
+
+    def _name(self, hint: str) -> str:
+        self._n += 1
+        return f"{hint}_{self._n}"
+
+    def const(self, array, hint: str = "c") -> str:
+        from onnx import numpy_helper
+
+        array = np.asarray(array)
+        if array.dtype.kind == "f":
+            array = array.astype(self.float_np)
+        name = self._name(hint)
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def op(self, op_type: str, inputs, outputs: int | list[str] = 1, domain: str = "", **attrs):
+        from onnx import helper
+
+        names = outputs if isinstance(outputs, list) else [self._name(op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, domain=domain, **attrs))
+        return names[0] if len(names) == 1 else names
+
+    # -- layers ---------------------------------------------------------------------------
+    def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, hint: str) -> str:
+        """x (..., in) @ weight.T (+ bias); weight (out, in) as in torch."""
+        from asr_app.kernels.ops import DOMAIN
+
+        wt = np.ascontiguousarray(weight.T)
+        if self.quantize == "int8":
+            q, s = quantize_columns(wt)
+            y = self.op("Int8MatMul", [x, self.const(q, hint + ".wq"), self.const(s, hint + ".s")], domain=DOMAIN)
+        else:
+            y = self.op("MatMul", [x, self.const(wt, hint + ".w")])
+        return y if bias is None else self.op("Add", [y, self.const(bias, hint + ".b")])
+
+    def low_rank(self, x: str, module, hint: str) -> str:
+        """`LowRankLinear` module (down (r, in), up (out, r)) as the own op."""
+        from asr_app.kernels.ops import DOMAIN
+
+        down, up = _np(module.down.weight).T, _np(module.up.weight).T
+        bias = _np(module.up.bias) if module.up.bias is not None else np.zeros(up.shape[1], np.float32)
+        if self.quantize == "int8":
+            (dq, ds), (uq, us) = quantize_columns(down), quantize_columns(up)
+            ins = [x, self.const(dq, hint + ".down"), self.const(ds, hint + ".down_s"), self.const(uq, hint + ".up"),
+                   self.const(us, hint + ".up_s"), self.const(bias, hint + ".b")]
+            return self.op("LowRankLinearInt8", ins, domain=DOMAIN)
+        ins = [x, self.const(down, hint + ".down"), self.const(up, hint + ".up"), self.const(bias, hint + ".b")]
+        return self.op("LowRankLinear", ins, domain=DOMAIN)
+
+    def dense_or_low_rank(self, x: str, module, hint: str) -> str:
+        if hasattr(module, "down"):
+            return self.low_rank(x, module, hint)
+        return self.linear(x, _np(module.weight), _np(module.bias) if module.bias is not None else None, hint)
+
+    def layer_norm(self, x: str, ln, hint: str) -> str:
+        return self.op("LayerNormalization", [x, self.const(_np(ln.weight), hint + ".g"), self.const(_np(ln.bias), hint + ".b")],
+                       axis=-1, epsilon=float(ln.eps))
+
+    def gelu(self, x: str) -> str:
+        return self.op("Gelu", [x])  # exact (erf) GELU, as Whisper
+
+    def heads(self, x: str, n_heads: int, head_dim: int) -> str:
+        """(B, T, H*hd) -> (B, H, T, hd)."""
+        y = self.op("Reshape", [x, self.const(np.array([0, 0, n_heads, head_dim], np.int64), "shape")])
+        return self.op("Transpose", [y], perm=[0, 2, 1, 3])
+
+    def merge_heads(self, x: str) -> str:
+        """(B, H, T, hd) -> (B, T, H*hd)."""
+        y = self.op("Transpose", [x], perm=[0, 2, 1, 3])
+        return self.op("Reshape", [y, self.const(np.array([0, 0, -1], np.int64), "shape")])
+
+    def attention(self, q: str, k: str, v: str, mask: str | None = None) -> str:
+        """softmax(q k^T (+ mask)) v for (B, H, T, hd) q and (B, H, S, hd) k, v (scale folded)."""
+        scores = self.op("MatMul", [q, self.op("Transpose", [k], perm=[0, 1, 3, 2])])
+        if mask is not None:
+            scores = self.op("Add", [scores, mask])
+        return self.op("MatMul", [self.op("Softmax", [scores], axis=-1), v])
+
+    def dense_self_attention(self, x: str, attn, hint: str) -> str:
+        """A Hugging Face `WhisperAttention` (encoder, no mask) from stock operators."""
+        h, hd, s = attn.num_heads, attn.head_dim, float(attn.scaling)
+        q = self.heads(self.linear(x, _np(attn.q_proj.weight) * s, _np(attn.q_proj.bias) * s, hint + ".q"), h, hd)
+        k = self.heads(self.linear(x, _np(attn.k_proj.weight), None, hint + ".k"), h, hd)
+        v = self.heads(self.linear(x, _np(attn.v_proj.weight), _np(attn.v_proj.bias), hint + ".v"), h, hd)
+        out = self.merge_heads(self.attention(q, k, v))
+        return self.linear(out, _np(attn.out_proj.weight), _np(attn.out_proj.bias), hint + ".o")
+
+    def twin_attention(self, x: str, attn, hint: str) -> str:
+        """A `TwinSelfAttention` as the own `TwinAttention` op (heads zero-padded to the max rank)."""
+        from asr_app.kernels.ops import DOMAIN
+
+        wq, wk, bq, wv, wo = twin_weights(attn)
+        bo = _np(attn.out_proj.bias)
+        if self.quantize != "int8":
+            ins = [x, self.const(wq, hint + ".wq"), self.const(bq, hint + ".bq"), self.const(wk, hint + ".wk"),
+                   self.const(wv, hint + ".wv"), self.const(wo, hint + ".wo"), self.const(bo, hint + ".bo")]
+            return self.op("TwinAttention", ins, domain=DOMAIN)
+        ins = [x]
+        for name, w in (("wq", wq), ("bq", bq), ("wk", wk), ("wv", wv), ("wo", wo)):
+            if name == "bq":
+                ins.append(self.const(w, hint + ".bq"))
+                continue
+            q8, s = quantize_columns(w)
+            ins += [self.const(q8, f"{hint}.{name}"), self.const(s, f"{hint}.{name}_s")]
+        ins.append(self.const(bo, hint + ".bo"))
+        return self.op("TwinAttentionInt8", ins, domain=DOMAIN)
+
+
+def twin_weights(attn) -> tuple[np.ndarray, ...]:
+    """A `TwinSelfAttention`'s weights in the `TwinAttention` op layout.
+
+    Returns:
+        wq, wk (H, D, r_max); bq (H, 1, r_max); wv (H, D, rv_max); wo (H*rv_max, D), each
+        head's block at the front of its slot and zeros after it.
+    """
+    h, d, r, rv = attn.num_heads, attn.embed_dim, attn.max_rank, attn.max_vo_rank
+    slots, vo_slots = attn.slots.cpu().numpy(), attn.vo_slots.cpu().numpy()
+    out = []
+    for proj in (attn.q_proj, attn.k_proj):
+        full = np.zeros((h * r, d), np.float32)
+        full[slots] = _np(proj.weight)
+        out.append(full.reshape(h, r, d).transpose(0, 2, 1))
+    bq = np.zeros(h * r, np.float32)
+    bq[slots] = _np(attn.q_proj.bias)
+    wv = np.zeros((h * rv, d), np.float32)
+    wv[vo_slots] = _np(attn.v_proj.weight)
+    wo = np.zeros((h * rv, d), np.float32)
+    wo[vo_slots] = _np(attn.out_proj.weight).T
+    return out[0], out[1], bq.reshape(h, 1, r), wv.reshape(h, rv, d).transpose(0, 2, 1), wo
+
+
+def _feed_forward(g: _Graph, x: str, layer, hint: str) -> str:
+    h = g.layer_norm(x, layer.final_layer_norm, hint + ".ln2")
+    h = g.dense_or_low_rank(g.gelu(g.dense_or_low_rank(h, layer.fc1, hint + ".fc1")), layer.fc2, hint + ".fc2")
+    return g.op("Add", [x, h])
+
+
+def _to_float(g: _Graph, x: str) -> str:
+    """Cast a float32 graph input to the graph's compute type (no-op unless fp16)."""
+    return g.op("Cast", [x], to=g.float_type) if g.quantize == "fp16" else x
+
+
+def _to_output(g: _Graph, x: str, name: str) -> str:
+    from onnx import TensorProto
+
+    if g.quantize == "fp16":
+        return g.op("Cast", [x], [name], to=TensorProto.FLOAT)
+    return g.op("Identity", [x], [name])
+
+
+def _stack(g: _Graph, names: list[str], out: str | None = None) -> str:
+    """Stack same-shaped tensors on a new axis 0."""
+    axis0 = g.const(np.array([0], np.int64), "axis")
+    parts = [g.op("Unsqueeze", [n, axis0]) for n in names]
+    return g.op("Concat", parts, [out] if out else 1, axis=0)
+
+
+def build_encoder(model, quantize: str):
+    """The encoder graph (see module docstring). model: WhisperForConditionalGeneration."""
+    from onnx import TensorProto, helper
+
+    from asr_app.compression.adaptwin.layer import TwinSelfAttention
+
+    enc, dec = model.model.encoder, model.model.decoder
+    cfg = model.config
+    g = _Graph(quantize)
+    x = _to_float(g, "input_features")
+    for conv, stride, hint in ((enc.conv1, 1, "conv1"), (enc.conv2, 2, "conv2")):
+        x = g.gelu(g.op("Conv", [x, g.const(_np(conv.weight), hint + ".w"), g.const(_np(conv.bias), hint + ".b")],
+                        kernel_shape=[3], pads=[1, 1], strides=[stride]))
+    x = g.op("Transpose", [x], perm=[0, 2, 1])
+    x = g.op("Add", [x, g.const(_np(enc.embed_positions.weight), "enc.pos")])
+    for i, layer in enumerate(enc.layers):
+        hint = f"enc.{i}"
+        h = g.layer_norm(x, layer.self_attn_layer_norm, hint + ".ln1")
+        if isinstance(layer.self_attn, TwinSelfAttention):
+            h = g.twin_attention(h, layer.self_attn, hint + ".attn")
+        elif type(layer.self_attn).__name__.endswith("Attention"):
+            h = g.dense_self_attention(h, layer.self_attn, hint + ".attn")
+        else:
+            raise ExportError(f"encoder layer {i}: cannot export attention of type {type(layer.self_attn).__name__}")
+        x = _feed_forward(g, g.op("Add", [x, h]), layer, hint)
+    feats = g.layer_norm(x, enc.layer_norm, "enc.ln")
+    _to_output(g, feats, "audio_features")
+    h, hd = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
+    ks, vs = [], []
+    for i, layer in enumerate(dec.layers):
+        a = layer.encoder_attn
+        ks.append(g.heads(g.linear(feats, _np(a.k_proj.weight), None, f"dec.{i}.xk"), h, hd))
+        vs.append(g.heads(g.linear(feats, _np(a.v_proj.weight), _np(a.v_proj.bias), f"dec.{i}.xv"), h, hd))
+    _to_output(g, _stack(g, ks), "cross_k")
+    _to_output(g, _stack(g, vs), "cross_v")
+    f32 = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("input_features", f32, ["batch", cfg.num_mel_bins, 3000])]
+    cache = ["layers", "batch", h, "audio_ctx", hd]
+    outputs = [helper.make_tensor_value_info("audio_features", f32, ["batch", "audio_ctx", cfg.d_model]),
+               helper.make_tensor_value_info("cross_k", f32, cache),
+               helper.make_tensor_value_info("cross_v", f32, cache)]
+    return helper.make_graph(g.nodes, "whisper_encoder", inputs, outputs, g.inits)
+
+
+def build_decoder(model, quantize: str):
+    """The decoder graph with its KV cache (see module docstring)."""
+    from onnx import TensorProto, helper
+
+    dec = model.model.decoder
+    cfg = model.config
+    g = _Graph(quantize)
+    h, hd = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
+    emb = _np(dec.embed_tokens.weight)  # (vocab, D), tied with the output projection
+    if quantize == "int8":
+        # one int8 table per row serves the lookup; its transpose the logits
+        eq, es = quantize_columns(np.ascontiguousarray(emb.T))  # scale per vocabulary entry
+        rows = g.op("Gather", [g.const(np.ascontiguousarray(eq.T), "embed.q"), "tokens"], axis=0)
+        scale = g.op("Gather", [g.const(es, "embed.s"), "tokens"], axis=0)
+        x = g.op("Mul", [g.op("Cast", [rows], to=g.float_type),
+                         g.op("Unsqueeze", [scale, g.const(np.array([-1], np.int64), "axis")])])
+    else:
+        table = g.const(emb, "embed")
+        x = g.op("Gather", [table, "tokens"], axis=0)
+    # positions P .. P+T-1, P read from the cache's length
+    self_k, self_v = _to_float(g, "self_k"), _to_float(g, "self_v")
+    past = g.op("Gather", [g.op("Shape", [self_k]), g.const(np.array(3, np.int64), "i")], axis=0)
+    new = g.op("Gather", [g.op("Shape", ["tokens"]), g.const(np.array(1, np.int64), "i")], axis=0)
+    total = g.op("Add", [past, new])
+    one = g.const(np.array(1, np.int64), "one")
+    positions = g.op("Range", [past, total, one])
+    x = g.op("Add", [x, g.op("Gather", [g.const(_np(dec.embed_positions.weight), "dec.pos"), positions], axis=0)])
+    # causal mask (T, P+T): query i (at P+i) sees keys 0..P+i
+    zero = g.const(np.array(0, np.int64), "zero")
+    rows = g.op("Unsqueeze", [positions, g.const(np.array([1], np.int64), "axis")])
+    cols = g.op("Unsqueeze", [g.op("Range", [zero, total, one]), g.const(np.array([0], np.int64), "axis")])
+    mask = g.op("Where", [g.op("Greater", [cols, rows]), g.const(np.array(-np.inf, np.float32), "neg_inf"),
+                          g.const(np.array(0.0, np.float32), "zero_f")])
+    cross_k, cross_v = _to_float(g, "cross_k"), _to_float(g, "cross_v")
+    present_k, present_v = [], []
+    for i, layer in enumerate(dec.layers):
+        hint = f"dec.{i}"
+        idx = g.const(np.array(i, np.int64), "layer")
+        a = layer.self_attn
+        s = float(a.scaling)
+        hs = g.layer_norm(x, layer.self_attn_layer_norm, hint + ".ln1")
+        q = g.heads(g.linear(hs, _np(a.q_proj.weight) * s, _np(a.q_proj.bias) * s, hint + ".q"), h, hd)
+        k = g.heads(g.linear(hs, _np(a.k_proj.weight), None, hint + ".k"), h, hd)
+        v = g.heads(g.linear(hs, _np(a.v_proj.weight), _np(a.v_proj.bias), hint + ".v"), h, hd)
+        k = g.op("Concat", [g.op("Gather", [self_k, idx], axis=0), k], axis=2)
+        v = g.op("Concat", [g.op("Gather", [self_v, idx], axis=0), v], axis=2)
+        present_k.append(k)
+        present_v.append(v)
+        out = g.merge_heads(g.attention(q, k, v, mask))
+        x = g.op("Add", [x, g.linear(out, _np(a.out_proj.weight), _np(a.out_proj.bias), hint + ".o")])
+        a = layer.encoder_attn
+        s = float(a.scaling)
+        hs = g.layer_norm(x, layer.encoder_attn_layer_norm, hint + ".lnx")
+        q = g.heads(g.linear(hs, _np(a.q_proj.weight) * s, _np(a.q_proj.bias) * s, hint + ".xq"), h, hd)
+        out = g.merge_heads(g.attention(q, g.op("Gather", [cross_k, idx], axis=0), g.op("Gather", [cross_v, idx], axis=0)))
+        x = g.op("Add", [x, g.linear(out, _np(a.out_proj.weight), _np(a.out_proj.bias), hint + ".xo")])
+        x = _feed_forward(g, x, layer, hint)
+    x = g.layer_norm(x, dec.layer_norm, "dec.ln")
+    last = g.op("Gather", [x, g.const(np.array(-1, np.int64), "last")], axis=1)  # (B, D)
+    if quantize == "int8":
+        logits = g.op("Int8MatMul", [last, g.const(eq, "logits.q"), g.const(es, "logits.s")], domain=_domain())
+    else:
+        logits = g.op("Gemm", [last, table], transB=1)
+    _to_output(g, logits, "logits")
+    _to_output(g, _stack(g, present_k), "present_k")
+    _to_output(g, _stack(g, present_v), "present_v")
+    f32 = TensorProto.FLOAT
+    past_shape = ["layers", "batch", h, "past", hd]
+    cross_shape = ["layers", "batch", h, "audio_ctx", hd]
+    inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "new"]),
+              helper.make_tensor_value_info("self_k", f32, past_shape),
+              helper.make_tensor_value_info("self_v", f32, past_shape),
+              helper.make_tensor_value_info("cross_k", f32, cross_shape),
+              helper.make_tensor_value_info("cross_v", f32, cross_shape)]
+    total_shape = ["layers", "batch", h, "total", hd]
+    outputs = [helper.make_tensor_value_info("logits", f32, ["batch", cfg.vocab_size]),
+               helper.make_tensor_value_info("present_k", f32, total_shape),
+               helper.make_tensor_value_info("present_v", f32, total_shape)]
+    return helper.make_graph(g.nodes, "whisper_decoder", inputs, outputs, g.inits)
+
+
+def _domain() -> str:
+    from asr_app.kernels.ops import DOMAIN
+
+    return DOMAIN
+
+
+def make_model(graph):
+    """A ModelProto for `graph` with the own ops' functions attached and checked."""
+    import onnx
+    from onnx import helper
+
+    from asr_app.kernels.ops import DOMAIN, VERSION, function_protos
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, VERSION)],
+                              producer_name="asr-app")
+    used = {n.op_type for n in graph.node if n.domain == DOMAIN}
+    functions = {f.name: f for f in function_protos()}
+    needed = set(used)
+    for name in used:  # ops whose bodies call other own ops
+        needed |= {n.op_type for n in functions[name].node if n.domain == DOMAIN}
+    model.functions.extend(f for name, f in functions.items() if name in needed)
+    model.ir_version = min(model.ir_version, 10)
+    onnx.checker.check_model(model)
+    return model
+
+
+def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite: bool = False,
+                 source_key: str | None = None) -> Path:
+    """Export a loaded model to an ONNX model folder.
+
+    Writes encoder.onnx, decoder.onnx, the tokenizer files, preprocessor_config.json,
+    generation_config.json, mel_filters.npy (the log-mel filter bank, so the runtime needs
+    no transformers) and config.json (format, dimensions, quantization, base model and the
+    compression block of an adapted model).
+
+    Args:
+        bundle: a `WhisperBundle` (torch), original or compressed.
+        out_dir: the folder to write; quantize: "none", "int8" or "fp16".
+        overwrite: replace a non-empty out_dir.
+        source_key: recorded in config.json, so a later run can tell the export is current.
+    Returns:
+        out_dir.
+    Raises:
+        ExportError: a bad quantize value, a non-empty out_dir without overwrite, or a
+            layer the exporter does not know.
+    """
+    import onnx
+
+    if quantize not in QUANTIZE_CHOICES:
+        raise ExportError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f"{out} is not empty: choose another --out or pass --overwrite")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model = bundle.model
+    for name, build in (("encoder", build_encoder), ("decoder", build_decoder)):
+        onnx.save_model(make_model(build(model, quantize)), str(tmp / f"{name}.onnx"))
+    bundle.tokenizer.save_pretrained(str(tmp))
+    bundle.feature_extractor.save_pretrained(str(tmp))
+    model.generation_config.save_pretrained(str(tmp))
+    np.save(tmp / "mel_filters.npy", np.asarray(bundle.feature_extractor.mel_filters, np.float32))
+    cfg = model.config
+    from asr_app.compression.adaptwin.checkpoint import compression_block, is_compressed_dir
+    from asr_app.kernels.ops import DOMAIN, VERSION
+
+    config = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "quantize": quantize, "opset": OPSET,
+        "custom_domains": {DOMAIN: VERSION},
+        "name": bundle.name, "source": str(bundle.path), "source_key": source_key,
+        "num_mel_bins": cfg.num_mel_bins, "vocab_size": cfg.vocab_size, "d_model": cfg.d_model,
+        "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers,
+        "decoder_attention_heads": cfg.decoder_attention_heads,
+        "head_dim": cfg.d_model // cfg.decoder_attention_heads,
+        "max_source_positions": cfg.max_source_positions, "max_target_positions": cfg.max_target_positions,
+        "suppress_tokens": list(model.generation_config.suppress_tokens or []),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+    if is_compressed_dir(bundle.path):
+        config["compression"] = compression_block(bundle.path)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
