@@ -326,6 +326,10 @@ def cmd_bench(args) -> int:
 
     block = compression_block(args.model)  # an adapted model is measured beside its base
     reference = block["base_model"] if block else None
+    from asr_app.onnx_backend import is_onnx_dir
+
+    if is_onnx_dir(args.model):  # an export folder runs on onnxruntime at its own quantization
+        args.backend, args.quantize = "onnx", json.loads((Path(args.model) / "config.json").read_text())["quantize"]
     ours = "asr-app" if args.backend == "torch" else f"asr-app/onnx-{args.quantize}"
     engines = (ours,) + ((f"{ours}:{reference}",) if reference else ())
     engines += tuple(f"faster-whisper:{ct}" for ct in args.faster_whisper)
@@ -376,7 +380,8 @@ def _asr_check(args):
         return None
     from asr_app.transcribe import TranscribeOptions, Transcriber
 
-    transcriber = Transcriber(TranscribeOptions(model=args.model, device=args.device, threads=args.threads, vad=False))
+    transcriber = Transcriber(TranscribeOptions(model=args.model, device=args.device, threads=args.threads, vad=False,
+                                                backend=args.backend, quantize=args.quantize))
     return lambda audio: transcriber.transcribe_audio(audio).text
 
 

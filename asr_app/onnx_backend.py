@@ -190,8 +190,15 @@ def load_onnx_model(folder: str | Path, device: str = "cpu", threads: int | None
         opts, prov = session_options(threads), providers(device)
         enc = ort.InferenceSession(str(folder / "encoder.onnx"), opts, providers=prov)
         dec = ort.InferenceSession(str(folder / "decoder.onnx"), opts, providers=prov)
-    except (OSError, ValueError, RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as e:
+    except ModelError:
+        raise
+    except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for bad files
         raise ModelError(f"cannot load ONNX model from {folder}: {e}; export it again with `asr-app export`") from None
+    if device == "cuda" and "CUDAExecutionProvider" not in enc.get_providers():
+        # onnxruntime-gpu lists the CUDA provider even when CUDA or cuDNN libraries are
+        # missing, then silently falls back to the CPU: say so instead
+        raise ModelError("onnxruntime could not start its CUDA provider (CUDA or cuDNN libraries missing, see "
+                         "onnxruntime's CUDA requirements); use --device cpu")
     special = SpecialTokens([t for t in tok.added if not t["content"][2:-2].replace(".", "").isdigit()])
     return OnnxWhisperBundle(name or cfg.get("name", folder.name), str(folder), device, _ModelInfo(cfg), tok, fe,
                              special, enc, dec, cfg)

@@ -37,6 +37,7 @@ FORMAT = "asr-app-onnx"
 FORMAT_VERSION = 1
 OPSET = 20
 QUANTIZE_CHOICES = ("none", "int8", "fp16")
+KEEP_FLOAT: tuple[str, ...] = ()  # weights an int8 export leaves float32 by default
 
 
 class ExportError(AsrAppError):
@@ -62,12 +63,17 @@ def quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _Graph:
     """Accumulates nodes and initializers of one graph; names are unique by counter."""
 
-    def __init__(self, quantize: str):
+    def __init__(self, quantize: str, keep_float: tuple[str, ...] = ()):
         from onnx import TensorProto
 
         self.nodes, self.inits, self.quantize, self._n = [], [], quantize, 0
+        self.keep_float = keep_float
         self.float_type = TensorProto.FLOAT16 if quantize == "fp16" else TensorProto.FLOAT
         self.float_np = np.float16 if quantize == "fp16" else np.float32
+
+    def int8(self, hint: str) -> bool:
+        """Whether the weights named `hint` are stored as int8."""
+        return self.quantize == "int8" and not any(hint.startswith(k) for k in self.keep_float)
 
     def _name(self, hint: str) -> str:
         self._n += 1
@@ -96,7 +102,7 @@ class _Graph:
         from asr_app.kernels.ops import DOMAIN
 
         wt = np.ascontiguousarray(weight.T)
-        if self.quantize == "int8":
+        if self.int8(hint):
             q, s = quantize_columns(wt)
             y = self.op("Int8MatMul", [x, self.const(q, hint + ".wq"), self.const(s, hint + ".s")], domain=DOMAIN)
         else:
@@ -109,7 +115,7 @@ class _Graph:
 
         down, up = _np(module.down.weight).T, _np(module.up.weight).T
         bias = _np(module.up.bias) if module.up.bias is not None else np.zeros(up.shape[1], np.float32)
-        if self.quantize == "int8":
+        if self.int8(hint):
             (dq, ds), (uq, us) = quantize_columns(down), quantize_columns(up)
             ins = [x, self.const(dq, hint + ".down"), self.const(ds, hint + ".down_s"), self.const(uq, hint + ".up"),
                    self.const(us, hint + ".up_s"), self.const(bias, hint + ".b")]
@@ -161,7 +167,7 @@ class _Graph:
 
         wq, wk, bq, wv, wo = twin_weights(attn)
         bo = _np(attn.out_proj.bias)
-        if self.quantize != "int8":
+        if not self.int8(hint):
             ins = [x, self.const(wq, hint + ".wq"), self.const(bq, hint + ".bq"), self.const(wk, hint + ".wk"),
                    self.const(wv, hint + ".wv"), self.const(wo, hint + ".wo"), self.const(bo, hint + ".bo")]
             return self.op("TwinAttention", ins, domain=DOMAIN)
@@ -225,15 +231,16 @@ def _stack(g: _Graph, names: list[str], out: str | None = None) -> str:
     return g.op("Concat", parts, [out] if out else 1, axis=0)
 
 
-def build_encoder(model, quantize: str):
-    """The encoder graph (see module docstring). model: WhisperForConditionalGeneration."""
+def build_encoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
+    """The encoder graph (see module docstring). model: WhisperForConditionalGeneration;
+    keep_float: weight name prefixes left float32 in an int8 export (e.g. "enc.0.")."""
     from onnx import TensorProto, helper
 
     from asr_app.compression.adaptwin.layer import TwinSelfAttention
 
     enc, dec = model.model.encoder, model.model.decoder
     cfg = model.config
-    g = _Graph(quantize)
+    g = _Graph(quantize, keep_float)
     x = _to_float(g, "input_features")
     for conv, stride, hint in ((enc.conv1, 1, "conv1"), (enc.conv2, 2, "conv2")):
         x = g.gelu(g.op("Conv", [x, g.const(_np(conv.weight), hint + ".w"), g.const(_np(conv.bias), hint + ".b")],
@@ -269,16 +276,18 @@ def build_encoder(model, quantize: str):
     return helper.make_graph(g.nodes, "whisper_encoder", inputs, outputs, g.inits)
 
 
-def build_decoder(model, quantize: str):
-    """The decoder graph with its KV cache (see module docstring)."""
+def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
+    """The decoder graph with its KV cache (see module docstring); keep_float as
+    `build_encoder` ("embed" for the token embedding and output projection)."""
     from onnx import TensorProto, helper
 
     dec = model.model.decoder
     cfg = model.config
-    g = _Graph(quantize)
+    g = _Graph(quantize, keep_float)
     h, hd = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
     emb = _np(dec.embed_tokens.weight)  # (vocab, D), tied with the output projection
-    if quantize == "int8":
+    int8_embed = g.int8("embed")
+    if int8_embed:
         # one int8 table per row serves the lookup; its transpose the logits
         eq, es = quantize_columns(np.ascontiguousarray(emb.T))  # scale per vocabulary entry
         rows = g.op("Gather", [g.const(np.ascontiguousarray(eq.T), "embed.q"), "tokens"], axis=0)
@@ -328,7 +337,7 @@ def build_decoder(model, quantize: str):
         x = _feed_forward(g, x, layer, hint)
     x = g.layer_norm(x, dec.layer_norm, "dec.ln")
     last = g.op("Gather", [x, g.const(np.array(-1, np.int64), "last")], axis=1)  # (B, D)
-    if quantize == "int8":
+    if int8_embed:
         logits = g.op("Int8MatMul", [last, g.const(eq, "logits.q"), g.const(es, "logits.s")], domain=_domain())
     else:
         logits = g.op("Gemm", [last, table], transB=1)
@@ -377,7 +386,7 @@ def make_model(graph):
 
 
 def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite: bool = False,
-                 source_key: str | None = None) -> Path:
+                 source_key: str | None = None, keep_float: tuple[str, ...] | None = None) -> Path:
     """Export a loaded model to an ONNX model folder.
 
     Writes encoder.onnx, decoder.onnx, the tokenizer files, preprocessor_config.json,
@@ -390,6 +399,7 @@ def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite:
         out_dir: the folder to write; quantize: "none", "int8" or "fp16".
         overwrite: replace a non-empty out_dir.
         source_key: recorded in config.json, so a later run can tell the export is current.
+        keep_float: with int8, weight name prefixes left float32 (default `KEEP_FLOAT`).
     Returns:
         out_dir.
     Raises:
@@ -408,8 +418,9 @@ def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model = bundle.model
+    keep_float = KEEP_FLOAT if keep_float is None else tuple(keep_float)
     for name, build in (("encoder", build_encoder), ("decoder", build_decoder)):
-        onnx.save_model(make_model(build(model, quantize)), str(tmp / f"{name}.onnx"))
+        onnx.save_model(make_model(build(model, quantize, keep_float)), str(tmp / f"{name}.onnx"))
     bundle.tokenizer.save_pretrained(str(tmp))
     bundle.feature_extractor.save_pretrained(str(tmp))
     model.generation_config.save_pretrained(str(tmp))
@@ -420,6 +431,7 @@ def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite:
 
     config = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "quantize": quantize, "opset": OPSET,
+        "keep_float": list(keep_float) if quantize == "int8" else [],
         "custom_domains": {DOMAIN: VERSION},
         "name": bundle.name, "source": str(bundle.path), "source_key": source_key,
         "num_mel_bins": cfg.num_mel_bins, "vocab_size": cfg.vocab_size, "d_model": cfg.d_model,

@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 JFK = DATA / "samples" / "jfk.wav"
 TEST_CLEAN = DATA / "librispeech" / "test-clean"
+TRAIN_CLEAN_5 = DATA / "librispeech" / "train-clean-5"
 LJSPEECH = DATA / "ljspeech"
 ASSETS = REPO / "assets"
 
