@@ -63,6 +63,19 @@ class EngineResult:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Linux: VmHWM from /proc/self/status, the high-water mark of this process's own memory
+    map. ru_maxrss is not used there: a spawned engine process can report its parent's
+    (larger) peak, which made every engine show the same figure once the parent had
+    exported a model.
+    """
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 

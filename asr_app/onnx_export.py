@@ -158,7 +158,7 @@ class _Graph:
         q = self.heads(self.linear(x, _np(attn.q_proj.weight) * s, _np(attn.q_proj.bias) * s, hint + ".q"), h, hd)
         k = self.heads(self.linear(x, _np(attn.k_proj.weight), None, hint + ".k"), h, hd)
         v = self.heads(self.linear(x, _np(attn.v_proj.weight), _np(attn.v_proj.bias), hint + ".v"), h, hd)
-        out = self.merge_heads(self.attention(q, k, v))
+        out = self.merge_heads(self.op("BlockAttention", [q, k, v], domain=_domain()))
         return self.linear(out, _np(attn.out_proj.weight), _np(attn.out_proj.bias), hint + ".o")
 
     def twin_attention(self, x: str, attn, hint: str) -> str:
@@ -288,10 +288,13 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
     emb = _np(dec.embed_tokens.weight)  # (vocab, D), tied with the output projection
     int8_embed = g.int8("embed")
     if int8_embed:
-        # one int8 table per row serves the lookup; its transpose the logits
-        eq, es = quantize_columns(np.ascontiguousarray(emb.T))  # scale per vocabulary entry
-        rows = g.op("Gather", [g.const(np.ascontiguousarray(eq.T), "embed.q"), "tokens"], axis=0)
-        scale = g.op("Gather", [g.const(es, "embed.s"), "tokens"], axis=0)
+        # one int8 (D, vocab) table, scale per vocabulary entry, serves both the output
+        # projection and the lookup (its columns)
+        eq, es = quantize_columns(np.ascontiguousarray(emb.T))
+        eq_name, es_name = g.const(eq, "embed.q"), g.const(es, "embed.s")
+        cols = g.op("Gather", [eq_name, "tokens"], axis=1)  # (D, B, T)
+        rows = g.op("Transpose", [cols], perm=[1, 2, 0])
+        scale = g.op("Gather", [es_name, "tokens"], axis=0)
         x = g.op("Mul", [g.op("Cast", [rows], to=g.float_type),
                          g.op("Unsqueeze", [scale, g.const(np.array([-1], np.int64), "axis")])])
     else:
@@ -338,7 +341,7 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
     x = g.layer_norm(x, dec.layer_norm, "dec.ln")
     last = g.op("Gather", [x, g.const(np.array(-1, np.int64), "last")], axis=1)  # (B, D)
     if int8_embed:
-        logits = g.op("Int8MatMul", [last, g.const(eq, "logits.q"), g.const(es, "logits.s")], domain=_domain())
+        logits = g.op("Int8MatMul", [last, eq_name, es_name], domain=_domain())
     else:
         logits = g.op("Gemm", [last, table], transB=1)
     _to_output(g, logits, "logits")

@@ -52,6 +52,19 @@ def LowRankLinearInt8(X, Down, DownScale, Up, UpScale, Bias):
 
 
 @script(ownvoice, default_opset=op)
+def BlockAttention(Q, K, V):
+    """softmax(Q K^T) V for Q (B, H, T, r), K (B, H, S, r), V (B, H, S, rv) -> (B, H, T, rv),
+    computed in 3 blocks of queries so the (T, S) score matrix is never whole in memory
+    (1500 x 1500 x heads floats in Whisper's encoder). No mask, no scale (folded into Q)."""
+    kt = op.Transpose(K, perm=[0, 1, 3, 2])
+    q1, q2, q3 = op.Split(Q, axis=2, num_outputs=3)
+    a1 = op.MatMul(op.Softmax(op.MatMul(q1, kt), axis=-1), V)
+    a2 = op.MatMul(op.Softmax(op.MatMul(q2, kt), axis=-1), V)
+    a3 = op.MatMul(op.Softmax(op.MatMul(q3, kt), axis=-1), V)
+    return op.Concat(a1, a2, a3, axis=2)
+
+
+@script(ownvoice, default_opset=op)
 def TwinAttention(X, Wq, Bq, Wk, Wv, Wo, Bo):
     """Low-rank product-twin self-attention (no mask, scale folded into Wq and Bq).
 
@@ -63,8 +76,7 @@ def TwinAttention(X, Wq, Bq, Wk, Wv, Wo, Bo):
     q = op.MatMul(x, Wq) + Bq
     k = op.MatMul(x, Wk)
     v = op.MatMul(x, Wv)
-    p = op.Softmax(op.MatMul(q, op.Transpose(k, perm=[0, 1, 3, 2])), axis=-1)
-    heads = op.Transpose(op.MatMul(p, v), perm=[0, 2, 1, 3])  # (B, T, H, rv)
+    heads = op.Transpose(BlockAttention(q, k, v), perm=[0, 2, 1, 3])  # (B, T, H, rv)
     return op.MatMul(op.Reshape(heads, [0, 0, -1]), Wo) + Bo
 
 
@@ -76,12 +88,11 @@ def TwinAttentionInt8(X, Wq, Sq, Bq, Wk, Sk, Wv, Sv, Wo, So, Bo):
     q = Int8MatMul(x, Wq, Sq) + Bq
     k = Int8MatMul(x, Wk, Sk)
     v = Int8MatMul(x, Wv, Sv)
-    p = op.Softmax(op.MatMul(q, op.Transpose(k, perm=[0, 1, 3, 2])), axis=-1)
-    heads = op.Transpose(op.MatMul(p, v), perm=[0, 2, 1, 3])
+    heads = op.Transpose(BlockAttention(q, k, v), perm=[0, 2, 1, 3])
     return Int8MatMul(op.Reshape(heads, [0, 0, -1]), Wo, So) + Bo
 
 
-OPS = (Int8MatMul, LowRankLinear, LowRankLinearInt8, TwinAttention, TwinAttentionInt8)
+OPS = (Int8MatMul, BlockAttention, LowRankLinear, LowRankLinearInt8, TwinAttention, TwinAttentionInt8)
 
 
 def function_protos() -> list:

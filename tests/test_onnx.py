@@ -30,6 +30,10 @@ def _run_op(op_type: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
     graph = helper.make_graph([node], "one_op", [helper.make_tensor_value_info(n, types[v.dtype], list(v.shape))
                                                  for n, v in inputs.items()],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["d0", "d1", "d2"])])
+    rank = len(next(iter(inputs.values())).shape)
+    graph.output[0].type.tensor_type.shape.ClearField("dim")
+    for i in range(rank):
+        graph.output[0].type.tensor_type.shape.dim.add().dim_param = f"d{i}"
     sess = ort.InferenceSession(make_model(graph).SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, inputs)[0]
 
@@ -78,6 +82,14 @@ def test_int8_matmul_op_is_close_to_float():
     got = _run_op("Int8MatMul", {"X": x, "W": q, "Scale": s})
     assert got.shape == (3, 5, 48)
     assert _rel(got, x @ w) < 0.02
+
+
+def test_block_attention_op_matches_softmax_attention():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 50, 16), torch.randn(2, 3, 70, 16), torch.randn(2, 3, 70, 8)
+    want = torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+    got = _run_op("BlockAttention", {"Q": q.numpy(), "K": k.numpy(), "V": v.numpy()})
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_twin_attention_ops_match_the_module_with_unequal_ranks(tiny):

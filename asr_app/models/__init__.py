@@ -106,19 +106,28 @@ def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str |
     source = find_model(name)
     if source.kind == "onnx":
         return Path(source.location)
-    from asr_app.compression.adaptwin.checkpoint import is_compressed_dir
     key = _export_key(source)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(source.name).name or "model")
+    cached = cache_dir() / "onnx" / f"{safe}-{key}-{quantize}"
+    beside = Path(source.location) / f"onnx-{quantize}" if source.kind == "hf" and Path(source.location).is_dir() else None
+
+    def current(folder: Path | None) -> bool:
+        if folder is None or overwrite or not is_onnx_dir(folder):
+            return False
+        cfg = json.loads((folder / "config.json").read_text())
+        return cfg.get("source_key") == key and cfg.get("quantize") == quantize
+
     if out is not None:
         final = Path(out)
-    elif source.kind == "hf" and is_compressed_dir(source.location):
-        final = Path(source.location) / f"onnx-{quantize}"
-    else:
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(source.name).name or "model")
-        final = cache_dir() / "onnx" / f"{safe}-{key}-{quantize}"
-    if not overwrite and is_onnx_dir(final):
-        cfg = json.loads((final / "config.json").read_text())
-        if cfg.get("source_key") == key and cfg.get("quantize") == quantize:
+        if current(final):
             return final
+    else:
+        for folder in (beside, cached):  # reuse without importing torch
+            if current(folder):
+                return folder
+        from asr_app.compression.adaptwin.checkpoint import is_compressed_dir
+
+        final = beside if beside is not None and is_compressed_dir(source.location) else cached
     from asr_app.onnx_export import export_model
 
     export_model(load_model(name), final, quantize, overwrite=True, source_key=key)
