@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import JFK, TEST_CLEAN, TRAIN_CLEAN_5, require_data
+from conftest import JFK, LJSPEECH, TEST_CLEAN, TRAIN_CLEAN_5, require_data
 
 
 def _run_op(op_type: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -268,3 +268,48 @@ def test_cli_export_then_transcribe_with_the_folder(cache_root, tmp_path):
     assert "your country" in (tmp_path / "jfk.txt").read_text().lower()
     with pytest.raises(SystemExit):  # argparse rejects an unknown quantization
         main(["export", "--model", "tiny.en", "--quantize", "int4"])
+
+
+def test_fp16_export_decodes_like_torch_on_cpu(tiny, tmp_path):
+    """float16 weights and compute (the GPU format) still decode JFK as float32 torch does."""
+    from asr_app.onnx_backend import load_onnx_model
+    from asr_app.onnx_export import export_model
+
+    bundle = load_onnx_model(export_model(tiny, tmp_path / "fp16", "fp16"), threads=2)
+    mel = _mels(tiny, [JFK])[0]
+    assert _greedy(bundle, mel) == _greedy(tiny, mel)
+
+
+@pytest.mark.gpu
+def test_fp16_on_cuda_decodes_like_torch(tiny, tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here (CPU build or no GPU)")
+    from asr_app.errors import ModelError
+    from asr_app.onnx_backend import load_onnx_model
+    from asr_app.onnx_export import export_model
+
+    try:
+        bundle = load_onnx_model(export_model(tiny, tmp_path / "fp16", "fp16"), device="cuda")
+    except ModelError as e:  # the GPU build without CUDA libraries or a GPU
+        pytest.skip(str(e))
+    mel = _mels(tiny, [JFK])[0]
+    assert _greedy(bundle, mel) == _greedy(tiny, mel)
+
+
+def test_live_streaming_runs_on_the_onnx_backend(exported):
+    """The streaming transcriber behind --live on an int8 export: every phrase committed,
+    accuracy kept (same check as the torch streaming test)."""
+    require_data(LJSPEECH)
+    from asr_app.audio import load_audio
+    from asr_app.datasets import load_dataset
+    from asr_app.streaming import StreamingTranscriber
+    from asr_app.streaming_bench import concatenate_clips, replay
+    from asr_app.wer import corpus_wer
+
+    utts = load_dataset(LJSPEECH, "LJ002-000[1-4]")
+    audio, ends = concatenate_clips([load_audio(u.audio) for u in utts])
+    report = replay(StreamingTranscriber(exported["int8"]), audio, ends)
+    assert report.summary()["phrases"] == len(utts)
+    assert corpus_wer([" ".join(u.text for u in utts)], [report.text]).wer < 0.10, report.text
