@@ -345,11 +345,14 @@ def cmd_bench(args) -> int:
             continue
         wer = f"{r.wer:7.2f}" if r.wer is not None else f"{'-':>7}"
         print(f"{r.engine:<34} {r.load_s:7.2f} {r.audio_s:8.1f} {r.decode_s:9.2f} {r.rtf:7.4f} {r.peak_rss_mb:8.0f} {wer}")
-    base = results[0]
-    for r in results[1:]:
-        if not r.error and not base.error and r.rtf:
-            print(f"asr-app / {r.engine}: RTF ratio {base.rtf / r.rtf:.2f}, peak memory ratio "
-                  f"{base.peak_rss_mb / r.peak_rss_mb:.2f}")
+    ours = [r for r in results if r.engine.startswith("asr-app") and not r.error]
+    for other in results:
+        if other.error or not other.rtf:
+            continue
+        for r in ours:
+            if r is not other and (other.engine.startswith("faster-whisper") or r is results[0]):
+                print(f"{r.engine} / {other.engine}: RTF ratio {r.rtf / other.rtf:.2f}, "
+                      f"peak memory ratio {r.peak_rss_mb / other.peak_rss_mb:.2f}")
     if args.report:
         atomic_write_text(Path(args.report), json.dumps(results_to_dict(cfg, results), indent=2))
         print(f"report written to {args.report}")
