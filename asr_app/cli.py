@@ -29,9 +29,9 @@ def _add_model_args(p: argparse.ArgumentParser, profile_help: str | None = "use 
     p.set_defaults(model_from_profile=bool(profile_help))
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the backend's choice)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="torch (default) or onnx: onnxruntime on the model's ONNX export (made on first use; "
-                        "an `asr-app export` folder always runs on onnx)")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
+                   help="onnx (default): onnxruntime on the model's ONNX export, made on first use; torch: "
+                        "PyTorch eager float32 (an `asr-app export` folder always runs on onnx)")
     p.add_argument("--quantize", choices=("int8", "fp16", "none"), default="int8",
                    help="with --backend onnx: weights of the export made on first use (default int8)")
 
@@ -262,7 +262,9 @@ def cmd_eval(args) -> int:
     with tqdm(total=len(utts), unit="utt", file=sys.stderr, disable=args.quiet) as bar:
         report = evaluate(utts, transcriber, name, on_utterance=lambda row: bar.update(1))
     t = report.total
-    print(f"model {report.model}  dataset {name}  utterances {len(report.utterances)}  "
+    backend = getattr(transcriber.bundle, "backend", "torch")
+    quant = f" {transcriber.bundle.config['quantize']}" if backend == "onnx" else ""
+    print(f"model {report.model} ({backend}{quant})  dataset {name}  utterances {len(report.utterances)}  "
           f"audio {report.audio_s / 60:.2f} min")
     print(f"WER {100 * t.wer:.2f}%  (S {t.substitutions}, D {t.deletions}, I {t.insertions}, "
           f"N {t.reference_words})  RTF {report.rtf:.3f}")

@@ -116,7 +116,7 @@ def test_bench_measures_both_engines(tiny, tmp_path, capsys):
     assert main(["bench", str(JFK), "--report", str(report), "--threads", "1"]) == 0
     data = json.loads(report.read_text())
     engines = {e["engine"]: e for e in data["engines"]}
-    assert set(engines) == {"asr-app", "faster-whisper:float32"}
+    assert set(engines) == {"asr-app/onnx-int8", "faster-whisper:float32"}  # onnx int8 is the default backend
     for e in engines.values():
         assert e["error"] is None and e["rtf"] > 0 and e["peak_rss_mb"] > 50 and e["load_s"] > 0
     assert "RTF ratio" in capsys.readouterr().out
