@@ -406,17 +406,21 @@ def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite:
     Returns:
         out_dir.
     Raises:
-        ExportError: a bad quantize value, a non-empty out_dir without overwrite, or a
-            layer the exporter does not know.
+        ExportError: a bad quantize value, a non-empty out_dir without overwrite (or,
+            with it, one that is not an earlier export), or a layer the exporter does not know.
     """
     import onnx
 
     if quantize not in QUANTIZE_CHOICES:
         raise ExportError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    from asr_app.onnx_backend import is_onnx_dir
+
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
-            raise ExportError(f"{out} is not empty: choose another --out or pass --overwrite")
+            raise ExportError(f"{out} is not empty: choose another --out folder")
+        if not is_onnx_dir(out):  # only an earlier export is ever replaced, never user files
+            raise ExportError(f"{out} exists and is not an ONNX export folder: choose a new or empty --out folder")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

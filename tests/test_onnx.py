@@ -313,3 +313,16 @@ def test_live_streaming_runs_on_the_onnx_backend(exported):
     report = replay(StreamingTranscriber(exported["int8"]), audio, ends)
     assert report.summary()["phrases"] == len(utts)
     assert corpus_wer([" ".join(u.text for u in utts)], [report.text]).wer < 0.10, report.text
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_export(tiny, tmp_path):
+    from asr_app.onnx_export import ExportError, export_model
+
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not an ONNX export"):
+        export_model(tiny, mine, "int8", overwrite=True)
+    assert (mine / "todo.txt").read_text() == "keep me"
+    with pytest.raises(ExportError, match="quantize"):
+        export_model(tiny, tmp_path / "x", "int4")
