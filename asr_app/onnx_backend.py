@@ -174,8 +174,14 @@ def load_onnx_model(folder: str | Path, device: str = "cpu", threads: int | None
                     name: str | None = None) -> OnnxWhisperBundle:
     """Load a folder written by `asr-app export`.
 
+    Args:
+        folder: the export folder; device: "cpu" or "cuda" (CUDA execution provider);
+        threads: intra-op threads (None: onnxruntime's default); name: shown in reports.
+    Returns:
+        An `OnnxWhisperBundle` for `asr_app.decoding.WindowDecoder` and `Transcriber`.
     Raises:
-        ModelError: not an export folder, a newer format, missing or corrupt files.
+        ModelError: not an export folder, a newer format, missing or corrupt files, or a
+            CUDA provider that cannot start.
     """
     import onnxruntime as ort
 
