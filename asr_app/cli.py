@@ -18,7 +18,7 @@ EXIT_USAGE = 2
 
 
 def _add_model_args(p: argparse.ArgumentParser, profile_help: str | None = "use this profile's adapted model") -> None:
-    from asr_app.models import BUILTIN_MODELS, DEFAULT_MODEL
+    from asr_app.models import BACKENDS, BUILTIN_MODELS, DEFAULT_MODEL
 
     p.add_argument("--model", default=None,
                    help=f"built-in name ({', '.join(BUILTIN_MODELS)}; default {DEFAULT_MODEL}), "
@@ -29,7 +29,7 @@ def _add_model_args(p: argparse.ArgumentParser, profile_help: str | None = "use 
     p.set_defaults(model_from_profile=bool(profile_help))
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the backend's choice)")
-    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
+    p.add_argument("--backend", choices=BACKENDS, default="onnx",
                    help="onnx (default): onnxruntime on the model's ONNX export, made on first use; torch: "
                         "PyTorch eager float32 (an `asr-app export` folder always runs on onnx)")
     p.add_argument("--quantize", choices=("int8", "fp16", "none"), default="int8",

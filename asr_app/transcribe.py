@@ -16,7 +16,7 @@ import numpy as np
 from asr_app.audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, SAMPLE_RATE_HZ, load_audio, log_mel_window
 from asr_app.decoding import DecodingOptions, WindowDecoder, tokens_to_segments
 from asr_app.errors import OptionError
-from asr_app.models import DEFAULT_MODEL, load_model
+from asr_app.models import BACKENDS, DEFAULT_MODEL, load_model
 from asr_app.vad import SpeechView, VadOptions, speech_chunks
 
 
@@ -53,8 +53,8 @@ class TranscribeOptions:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
 
 @dataclass

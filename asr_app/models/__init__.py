@@ -100,15 +100,14 @@ def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str |
     """
     import json
 
-    from asr_app.models.resolver import cache_dir
+    from asr_app.models.resolver import cache_dir, cache_name
     from asr_app.onnx_backend import is_onnx_dir
 
     source = find_model(name)
     if source.kind == "onnx":
         return Path(source.location)
     key = _export_key(source)
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(source.name).name or "model")
-    cached = cache_dir() / "onnx" / f"{safe}-{key}-{quantize}"
+    cached = cache_dir() / "onnx" / f"{cache_name(source)}-{key}-{quantize}"
     beside = Path(source.location) / f"onnx-{quantize}" if source.kind == "hf" and Path(source.location).is_dir() else None
 
     def current(folder: Path | None) -> bool:
@@ -156,7 +155,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
         raise ModelError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if device not in ("cpu", "cuda"):
         raise ModelError(f"--device must be cpu or cuda, got {device!r}")
-    if backend == "onnx" or find_model(name).kind == "onnx":
+    source = find_model(name)
+    if backend == "onnx" or source.kind == "onnx":
         from asr_app.onnx_backend import load_onnx_model
 
         return load_onnx_model(onnx_model_dir(name, quantize), device, threads, name=name)
@@ -167,7 +167,6 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
         raise ModelError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
     from asr_app.compression.adaptwin.checkpoint import is_compressed_dir, load_compressed
 
-    source = find_model(name)
     location = str(converted_dir(source)) if source.kind == "ct2" else source.location
     try:
         if is_compressed_dir(location):  # a model written by `asr-app adapt`

@@ -138,6 +138,11 @@ def _cache_key(source: ModelSource) -> str:
     return h.hexdigest()[:16]
 
 
+def cache_name(source: ModelSource) -> str:
+    """The source's name made safe for a cache folder name."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(source.name).name or "model")
+
+
 def converted_dir(source: ModelSource) -> Path:
     """Folder of the Hugging Face conversion of a CTranslate2 source, converting on first use.
 
@@ -150,7 +155,7 @@ def converted_dir(source: ModelSource) -> Path:
     """
     from asr_app.models.convert import convert_ct2_whisper
 
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(source.name).name or "model")
+    safe = cache_name(source)
     final = cache_dir() / "converted" / f"{safe}-{_cache_key(source)}"
     if (final / "config.json").is_file():
         return final
