@@ -96,32 +96,37 @@ class _Graph:
         self.nodes.append(helper.make_node(op_type, list(inputs), names, domain=domain, **attrs))
         return names[0] if len(names) == 1 else names
 
+    def own(self, op_type: str, inputs) -> str:
+        """A node of one of the project's own ops (`asr_app.kernels.ops`, imported only here
+        so that reading FORMAT_VERSION does not load onnxscript)."""
+        from asr_app.kernels.ops import DOMAIN
+
+        return self.op(op_type, inputs, domain=DOMAIN)
+
+    def int8_weight(self, w: np.ndarray, hint: str) -> list[str]:
+        """[int8 weight, per-column scale] initializers of `w` (..., K, M)."""
+        q, s = quantize_columns(w)
+        return [self.const(q, hint), self.const(s, hint + "_s")]
+
     # -- layers ---------------------------------------------------------------------------
     def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, hint: str) -> str:
         """x (..., in) @ weight.T (+ bias); weight (out, in) as in torch."""
-        from asr_app.kernels.ops import DOMAIN
-
         wt = np.ascontiguousarray(weight.T)
         if self.int8(hint):
-            q, s = quantize_columns(wt)
-            y = self.op("Int8MatMul", [x, self.const(q, hint + ".wq"), self.const(s, hint + ".s")], domain=DOMAIN)
+            y = self.own("Int8MatMul", [x, *self.int8_weight(wt, hint + ".wq")])
         else:
             y = self.op("MatMul", [x, self.const(wt, hint + ".w")])
         return y if bias is None else self.op("Add", [y, self.const(bias, hint + ".b")])
 
     def low_rank(self, x: str, module, hint: str) -> str:
         """`LowRankLinear` module (down (r, in), up (out, r)) as the own op."""
-        from asr_app.kernels.ops import DOMAIN
-
         down, up = _np(module.down.weight).T, _np(module.up.weight).T
-        bias = _np(module.up.bias) if module.up.bias is not None else np.zeros(up.shape[1], np.float32)
+        bias = self.const(_np(module.up.bias) if module.up.bias is not None else np.zeros(up.shape[1], np.float32),
+                          hint + ".b")
         if self.int8(hint):
-            (dq, ds), (uq, us) = quantize_columns(down), quantize_columns(up)
-            ins = [x, self.const(dq, hint + ".down"), self.const(ds, hint + ".down_s"), self.const(uq, hint + ".up"),
-                   self.const(us, hint + ".up_s"), self.const(bias, hint + ".b")]
-            return self.op("LowRankLinearInt8", ins, domain=DOMAIN)
-        ins = [x, self.const(down, hint + ".down"), self.const(up, hint + ".up"), self.const(bias, hint + ".b")]
-        return self.op("LowRankLinear", ins, domain=DOMAIN)
+            return self.own("LowRankLinearInt8", [x, *self.int8_weight(down, hint + ".down"),
+                                                  *self.int8_weight(up, hint + ".up"), bias])
+        return self.own("LowRankLinear", [x, self.const(down, hint + ".down"), self.const(up, hint + ".up"), bias])
 
     def dense_or_low_rank(self, x: str, module, hint: str) -> str:
         if hasattr(module, "down"):
@@ -158,28 +163,18 @@ class _Graph:
         q = self.heads(self.linear(x, _np(attn.q_proj.weight) * s, _np(attn.q_proj.bias) * s, hint + ".q"), h, hd)
         k = self.heads(self.linear(x, _np(attn.k_proj.weight), None, hint + ".k"), h, hd)
         v = self.heads(self.linear(x, _np(attn.v_proj.weight), _np(attn.v_proj.bias), hint + ".v"), h, hd)
-        out = self.merge_heads(self.op("BlockAttention", [q, k, v], domain=_domain()))
+        out = self.merge_heads(self.own("BlockAttention", [q, k, v]))
         return self.linear(out, _np(attn.out_proj.weight), _np(attn.out_proj.bias), hint + ".o")
 
     def twin_attention(self, x: str, attn, hint: str) -> str:
         """A `TwinSelfAttention` as the own `TwinAttention` op (heads zero-padded to the max rank)."""
-        from asr_app.kernels.ops import DOMAIN
-
         wq, wk, bq, wv, wo = twin_weights(attn)
-        bo = _np(attn.out_proj.bias)
+        bq, bo = self.const(bq, hint + ".bq"), self.const(_np(attn.out_proj.bias), hint + ".bo")
         if not self.int8(hint):
-            ins = [x, self.const(wq, hint + ".wq"), self.const(bq, hint + ".bq"), self.const(wk, hint + ".wk"),
-                   self.const(wv, hint + ".wv"), self.const(wo, hint + ".wo"), self.const(bo, hint + ".bo")]
-            return self.op("TwinAttention", ins, domain=DOMAIN)
-        ins = [x]
-        for name, w in (("wq", wq), ("bq", bq), ("wk", wk), ("wv", wv), ("wo", wo)):
-            if name == "bq":
-                ins.append(self.const(w, hint + ".bq"))
-                continue
-            q8, s = quantize_columns(w)
-            ins += [self.const(q8, f"{hint}.{name}"), self.const(s, f"{hint}.{name}_s")]
-        ins.append(self.const(bo, hint + ".bo"))
-        return self.op("TwinAttentionInt8", ins, domain=DOMAIN)
+            ws = [self.const(w, f"{hint}.{n}") for n, w in (("wq", wq), ("wk", wk), ("wv", wv), ("wo", wo))]
+            return self.own("TwinAttention", [x, ws[0], bq, *ws[1:], bo])
+        q8, k8, v8, o8 = (self.int8_weight(w, f"{hint}.{n}") for n, w in (("wq", wq), ("wk", wk), ("wv", wv), ("wo", wo)))
+        return self.own("TwinAttentionInt8", [x, *q8, bq, *k8, *v8, *o8, bo])
 
 
 def twin_weights(attn) -> tuple[np.ndarray, ...]:
@@ -290,8 +285,7 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
     if int8_embed:
         # one int8 (D, vocab) table, scale per vocabulary entry, serves both the output
         # projection and the lookup (its columns)
-        eq, es = quantize_columns(np.ascontiguousarray(emb.T))
-        eq_name, es_name = g.const(eq, "embed.q"), g.const(es, "embed.s")
+        eq_name, es_name = g.int8_weight(np.ascontiguousarray(emb.T), "embed.q")
         cols = g.op("Gather", [eq_name, "tokens"], axis=1)  # (D, B, T)
         rows = g.op("Transpose", [cols], perm=[1, 2, 0])
         scale = g.op("Gather", [es_name, "tokens"], axis=0)
@@ -341,7 +335,7 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
     x = g.layer_norm(x, dec.layer_norm, "dec.ln")
     last = g.op("Gather", [x, g.const(np.array(-1, np.int64), "last")], axis=1)  # (B, D)
     if int8_embed:
-        logits = g.op("Int8MatMul", [last, eq_name, es_name], domain=_domain())
+        logits = g.own("Int8MatMul", [last, eq_name, es_name])
     else:
         logits = g.op("Gemm", [last, table], transB=1)
     _to_output(g, logits, "logits")
@@ -360,12 +354,6 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
                helper.make_tensor_value_info("present_k", f32, total_shape),
                helper.make_tensor_value_info("present_v", f32, total_shape)]
     return helper.make_graph(g.nodes, "whisper_decoder", inputs, outputs, g.inits)
-
-
-def _domain() -> str:
-    from asr_app.kernels.ops import DOMAIN
-
-    return DOMAIN
 
 
 def make_model(graph):
