@@ -71,6 +71,11 @@ class AdaptOptions:
         checkpoint_every: optimizer steps between resumable checkpoints.
         varied_windows: fill training windows to random lengths (see `pack_windows`), not
             always to 29 s.
+        speed_perturb: speeds of extra, resampled copies of the speaker's and replay takes
+            used in training (speed perturbation: tempo and pitch move together, so each
+            copy sounds like a voice with another vocal-tract length). The number of
+            optimizer steps stays `*_epochs` over the unperturbed windows: the copies make
+            each step's data more varied, not the run longer. () turns it off.
         calibration_windows: at most this many 30-second windows (evenly spaced over the
             enrollment) for activation statistics; 64 windows = 32 minutes.
         calibration_replay_share: share of those windows taken from the replay sets, so
@@ -106,6 +111,7 @@ class AdaptOptions:
     calibration_windows: int = 64
     calibration_replay_share: float = 0.0
     varied_windows: bool = True
+    speed_perturb: tuple[float, ...] = (0.9, 1.1)
 
     def __post_init__(self):
         if not 0 < self.target_ratio <= 1:
@@ -122,6 +128,8 @@ class AdaptOptions:
             raise ValueError(f"stages must be among layerwise, finetune; got {self.stages}")
         if not 0 <= self.calibration_replay_share < 1:
             raise ValueError(f"calibration_replay_share must be in [0, 1), got {self.calibration_replay_share}")
+        if any(not 0.5 <= sp <= 2.0 or sp == 1.0 for sp in self.speed_perturb):
+            raise ValueError(f"speed_perturb speeds must be in [0.5, 2] and not 1, got {self.speed_perturb}")
         if self.batch_size < 1 or self.lora_rank < 1:
             raise ValueError("batch_size and lora_rank must be >= 1")
 
@@ -141,6 +149,12 @@ class AdaptOptions:
             name += "-fullwin"
         if self.calibration_replay_share:
             name += f"-calmix{self.calibration_replay_share:g}"
+        default = AdaptOptions.__dataclass_fields__
+        if (self.layerwise_epochs, self.finetune_epochs) != (default["layerwise_epochs"].default,
+                                                             default["finetune_epochs"].default):
+            name += f"-ep{self.layerwise_epochs:g}+{self.finetune_epochs:g}"
+        if tuple(self.speed_perturb) != default["speed_perturb"].default:
+            name += "-sp" + ("_".join(f"{sp:g}" for sp in self.speed_perturb) or "off")
         if tuple(self.stages) != ("layerwise", "finetune"):
             name += "-" + ("+".join(self.stages) or "twinsonly")
         return name
@@ -184,13 +198,33 @@ def training_text(text: str) -> str:
     return text
 
 
+def speed_perturb(signal: np.ndarray, speed: float) -> np.ndarray:
+    """Play `signal` `speed` times faster: resample 16 kHz audio to 16 kHz / speed (soxr
+    through librosa) and read it back at 16 kHz, so tempo and pitch both scale.
+
+    Args:
+        signal: (samples,) float32 at 16 kHz; speed: e.g. 0.9 (slower, lower) or 1.1.
+    Returns:
+        (about samples / speed,) float32 at 16 kHz.
+    Source: speed perturbation for ASR training (Ko et al., Interspeech 2015).
+    """
+    import librosa
+
+    if speed == 1.0:
+        return signal
+    return librosa.resample(signal, orig_sr=SAMPLE_RATE_HZ, target_sr=int(round(SAMPLE_RATE_HZ / speed))).astype(np.float32)
+
+
 def pack_windows(utterances, bundle, on_progress: Callable[[int], None] | None = None,
-                 rng: random.Random | None = None) -> list[Window]:
+                 rng: random.Random | None = None, speed: float = 1.0) -> list[Window]:
     """Pack utterances in order into windows of at most WINDOW_FILL_S seconds.
 
     With `rng`, each window is filled only up to a length drawn uniformly from
     (0, WINDOW_FILL_S] (at least one utterance), so training sees windows mostly padded,
     as short recordings are at inference, as well as full ones.
+
+    With `speed` other than 1, every utterance is speed-perturbed first (`speed_perturb`);
+    the timestamps follow the perturbed durations.
 
     Labels follow what the decoder sees after <|startoftranscript|>: [<|en|> <|transcribe|>]
     (multilingual models) then, per utterance, <|start|> text <|end|> in timestamp tokens
@@ -223,7 +257,7 @@ def pack_windows(utterances, bundle, on_progress: Callable[[int], None] | None =
 
     for n, utt in enumerate(utterances):
         try:
-            signal = load_audio(utt.audio)
+            signal = speed_perturb(load_audio(utt.audio), speed)
         except AsrAppError:
             continue
         dur = len(signal) / SAMPLE_RATE_HZ
@@ -344,6 +378,7 @@ class Adapter:
         self.folder = profile.path / "adapt" / options.run_name()
         self.state = _RunState(self.folder, options)
         self.report = AdaptReport(profile=str(profile.path), options=asdict(options))
+        self.perturbed: list[Window] = []  # speed-perturbed training windows (see _prepare_data)
 
     # -- helpers --------------------------------------------------------------------------
     def _event(self, kind, payload):
@@ -403,7 +438,8 @@ class Adapter:
         return self.report
 
     def _prepare_data(self, bundle):
-        """Pack the training takes and the replay sets into windows; returns (speaker, replay, data)."""
+        """Pack the training takes and the replay sets into windows, plus their speed-perturbed
+        copies (`self.perturbed`); returns (speaker, replay, data)."""
         from asr_app.datasets import load_dataset
 
         opts = self.options
@@ -414,10 +450,17 @@ class Adapter:
         if not train:
             raise AdaptError(f"profile {self.profile.path.name} has no training takes: record some with "
                              f"`asr-app enroll --profile {self.profile.path.name}`")
-        speaker = pack_windows(train, bundle, lambda n: self._event("progress", ("data", n + 1, len(train))),
-                               random.Random(f"{opts.seed}-speaker") if opts.varied_windows else None)
         replay_utts = [u for src in opts.replay for u in load_dataset(src)]
         random.Random(opts.seed).shuffle(replay_utts)
+        speeds = (1.0, *opts.speed_perturb)
+        total_utts = len(train) * len(speeds)
+
+        def pack(utts, source: str, speed: float, done: int = 0):
+            rng = random.Random(f"{opts.seed}-{source}" + (f"-{speed:g}" if speed != 1.0 else "")) if opts.varied_windows else None
+            progress = (lambda n: self._event("progress", ("data", done + n + 1, total_utts))) if source == "speaker" else None
+            return pack_windows(utts, bundle, progress, rng, speed)
+
+        speaker = pack(train, "speaker", 1.0)
         want_s = opts.replay_ratio * sum(w.audio_s for w in speaker)
         picked, total = [], 0.0
         for u in replay_utts:
@@ -425,11 +468,15 @@ class Adapter:
                 break
             picked.append(u)
             total += u.duration_s or 10.0  # LJSpeech does not say; the packer measures exactly
-        replay = pack_windows(picked, bundle, rng=random.Random(f"{opts.seed}-replay") if opts.varied_windows else None)
+        replay = pack(picked, "replay", 1.0)
+        self.perturbed = []
+        for k, speed in enumerate(opts.speed_perturb, start=1):
+            self.perturbed += pack(train, "speaker", speed, k * len(train)) + pack(picked, "replay", speed)
         data = {"speaker_takes": len(train), "speaker_windows": len(speaker),
                 "speaker_minutes": round(sum(w.audio_s for w in speaker) / 60, 2),
                 "replay_sets": list(opts.replay), "replay_windows": len(replay),
                 "replay_minutes": round(sum(w.audio_s for w in replay) / 60, 2),
+                "speed_perturb": list(opts.speed_perturb), "perturbed_windows": len(self.perturbed),
                 "heldout_takes": len(self.profile.takes("heldout"))}
         self.report.data = data
         self.report.stages["data"] = {"wall_s": round(time.monotonic() - t0, 1)}
@@ -519,10 +566,12 @@ class Adapter:
         windows = speaker + replay  # layer-wise needs no labels: other voices add diversity
         epochs = opts.layerwise_epochs if layerwise else opts.finetune_epochs
         steps = max(1, int(round(epochs * len(windows) / opts.batch_size)))
+        # steps count passes over the unperturbed windows; batches come from the whole pool
+        pool = windows + self.perturbed
         rng = random.Random(f"{opts.seed}-{stage}")
         batches = []
-        for _ in range(int(np.ceil(epochs)) or 1):
-            batches += _batches(windows, opts.batch_size, rng, with_labels=not layerwise)
+        while len(batches) < steps:
+            batches += _batches(pool, opts.batch_size, rng, with_labels=not layerwise)
         share = {"layerwise": 0.25, "finetune": 0.6, "control": 1.0}[stage]
         cfg = TrainConfig(steps=steps, lr=opts.layerwise_lr if layerwise else opts.finetune_lr,
                           kd_weight=opts.kd_weight, deadline_s=self._stage_deadline(share),

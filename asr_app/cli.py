@@ -501,7 +501,8 @@ def cmd_adapt(args) -> int:
                         speaker_filter=args.speaker_filter, time_budget_min=args.time_budget_min,
                         device=args.device, threads=args.threads, seed=args.seed,
                         varied_windows=not args.full_windows,
-                        calibration_replay_share=args.calibration_replay_share)
+                        calibration_replay_share=args.calibration_replay_share,
+                        speed_perturb=tuple(args.speed_perturb))
     bars: dict = {}
 
     def on_event(kind, payload):
@@ -681,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pack every training window to 29 s (default: random fill lengths)")
     p.add_argument("--calibration-replay-share", type=float, default=0.0,
                    help="share of the whitening statistics taken from --replay audio (default 0: speaker only)")
+    p.add_argument("--speed-perturb", type=float, nargs="*", default=[0.9, 1.1], metavar="SPEED",
+                   help="train also on copies of the speaker and replay takes played at these speeds "
+                        "(default 0.9 1.1; give none to turn it off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None)

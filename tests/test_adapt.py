@@ -240,3 +240,34 @@ def test_packed_windows_carry_timestamped_targets(tiny):
     text = tiny.tokenizer.decode([t for t in first if t < sp.eot])
     assert text.strip().startswith(utts[0].text.split()[0])
     assert windows[0].mel.shape == (80, 3000)
+
+
+def test_speed_perturbation_moves_tempo_pitch_and_timestamps(tiny):
+    require_data(LJSPEECH)
+    import numpy as np
+
+    from asr_app.adapt import AdaptOptions, pack_windows, speed_perturb
+    from asr_app.datasets import load_dataset
+
+    t = np.arange(16000) / 16000
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    fast = speed_perturb(tone, 1.1)
+    assert fast.dtype == np.float32 and abs(len(fast) - 16000 / 1.1) < 16000 * 0.01
+    peak_hz = np.argmax(np.abs(np.fft.rfft(fast))) * 16000 / len(fast)
+    assert abs(peak_hz - 484) < 5  # pitch moves with tempo: 440 Hz played 1.1x faster
+    assert speed_perturb(tone, 1.0) is tone
+
+    utts = load_dataset(LJSPEECH, "LJ001-000*", 3)
+    plain, slow = pack_windows(utts, tiny), pack_windows(utts, tiny, speed=0.9)
+    assert abs(sum(w.audio_s for w in slow) - sum(w.audio_s for w in plain) / 0.9) < 0.05
+    sp = tiny.special
+    stamps = [tok - sp.timestamp_begin for tok in slow[0].labels if tok >= sp.timestamp_begin]
+    assert abs(stamps[-1] * 0.02 - slow[0].audio_s) <= 0.02  # timestamps follow the slower audio
+    assert [tok for tok in slow[0].labels if tok < sp.timestamp_begin] == \
+        [tok for tok in plain[0].labels if tok < sp.timestamp_begin]  # same words
+
+    assert AdaptOptions(speed_perturb=()).run_name().endswith("-spoff")
+    assert AdaptOptions().run_name() == "tiny.en-keep0.55"
+    for bad in ((1.0,), (3.0,)):
+        with pytest.raises(ValueError, match="speed_perturb"):
+            AdaptOptions(speed_perturb=bad)
