@@ -129,7 +129,8 @@ class AdaptOptions:
         if not 0 <= self.calibration_replay_share < 1:
             raise ValueError(f"calibration_replay_share must be in [0, 1), got {self.calibration_replay_share}")
         if any(not 0.5 <= sp <= 2.0 or sp == 1.0 for sp in self.speed_perturb):
-            raise ValueError(f"speed_perturb speeds must be in [0.5, 2] and not 1, got {self.speed_perturb}")
+            raise ValueError(f"speed_perturb speeds must be in [0.5, 2] and not 1 (e.g. 0.9 1.1; none turns it off), "
+                             f"got {self.speed_perturb}")
         if self.batch_size < 1 or self.lora_rank < 1:
             raise ValueError("batch_size and lora_rank must be >= 1")
 
