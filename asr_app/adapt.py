@@ -379,7 +379,6 @@ class Adapter:
         self.folder = profile.path / "adapt" / options.run_name()
         self.state = _RunState(self.folder, options)
         self.report = AdaptReport(profile=str(profile.path), options=asdict(options))
-        self.perturbed: list[Window] = []  # speed-perturbed training windows (see _prepare_data)
 
     # -- helpers --------------------------------------------------------------------------
     def _event(self, kind, payload):
@@ -411,22 +410,22 @@ class Adapter:
         for p in teacher.parameters():
             p.requires_grad_(False)
 
-        speaker, replay, data = self._prepare_data(bundle)  # 1 data
+        speaker, replay, perturbed, data = self._prepare_data(bundle)  # 1 data
         # 2 calibrate
         stats, gains = self._calibrate(teacher, speaker, replay)
         # 3 factor
         model, plan = self._factor(teacher, stats, gains)
         # 4 layerwise
         if "layerwise" in opts.stages:
-            model = self._train_stage("layerwise", model, teacher, speaker, replay)
+            model = self._train_stage("layerwise", model, teacher, speaker, replay, perturbed)
         # 5 finetune
         if "finetune" in opts.stages:
-            model = self._train_stage("finetune", model, teacher, speaker, replay)
+            model = self._train_stage("finetune", model, teacher, speaker, replay, perturbed)
         model_dir = self._save_final(model, plan, bundle, data)
         # 6 control
         control = None
         if opts.control:
-            control = self._train_stage("control", copy.deepcopy(teacher), teacher, speaker, replay)
+            control = self._train_stage("control", copy.deepcopy(teacher), teacher, speaker, replay, perturbed)
         self.report.stages["adapt_total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
         # 7 evaluate
         self._evaluate(bundle, {"original": teacher, "lora_control": control, "compressed": model})
@@ -440,7 +439,7 @@ class Adapter:
 
     def _prepare_data(self, bundle):
         """Pack the training takes and the replay sets into windows, plus their speed-perturbed
-        copies (`self.perturbed`); returns (speaker, replay, data)."""
+        copies; returns (speaker, replay, perturbed, data)."""
         from asr_app.datasets import load_dataset
 
         opts = self.options
@@ -470,18 +469,18 @@ class Adapter:
             picked.append(u)
             total += u.duration_s or 10.0  # LJSpeech does not say; the packer measures exactly
         replay = pack(picked, "replay", 1.0)
-        self.perturbed = []
+        perturbed = []
         for k, speed in enumerate(opts.speed_perturb, start=1):
-            self.perturbed += pack(train, "speaker", speed, k * len(train)) + pack(picked, "replay", speed)
+            perturbed += pack(train, "speaker", speed, k * len(train)) + pack(picked, "replay", speed)
         data = {"speaker_takes": len(train), "speaker_windows": len(speaker),
                 "speaker_minutes": round(sum(w.audio_s for w in speaker) / 60, 2),
                 "replay_sets": list(opts.replay), "replay_windows": len(replay),
                 "replay_minutes": round(sum(w.audio_s for w in replay) / 60, 2),
-                "speed_perturb": list(opts.speed_perturb), "perturbed_windows": len(self.perturbed),
+                "speed_perturb": list(opts.speed_perturb), "perturbed_windows": len(perturbed),
                 "heldout_takes": len(self.profile.takes("heldout"))}
         self.report.data = data
         self.report.stages["data"] = {"wall_s": round(time.monotonic() - t0, 1)}
-        return speaker, replay, data
+        return speaker, replay, perturbed, data
 
     def _calibrate(self, teacher, speaker, replay):
         import torch
@@ -543,7 +542,7 @@ class Adapter:
             p.requires_grad_(False)
         return model, plan
 
-    def _train_stage(self, stage: str, model, teacher, speaker, replay):
+    def _train_stage(self, stage: str, model, teacher, speaker, replay, perturbed):
         """LoRA + one training loop + merge, resumable from its checkpoints.
 
         Batches are shuffled by a generator seeded per stage, so a resumed stage sees the
@@ -568,7 +567,7 @@ class Adapter:
         epochs = opts.layerwise_epochs if layerwise else opts.finetune_epochs
         steps = max(1, int(round(epochs * len(windows) / opts.batch_size)))
         # steps count passes over the unperturbed windows; batches come from the whole pool
-        pool = windows + self.perturbed
+        pool = windows + perturbed
         rng = random.Random(f"{opts.seed}-{stage}")
         batches = []
         while len(batches) < steps:
