@@ -37,6 +37,7 @@ from asr_app.errors import AsrAppError
 STAGES = ("data", "calibrate", "factor", "layerwise", "finetune", "control", "evaluate")
 TIMESTAMP_S = 0.02  # Whisper's timestamp token resolution
 WINDOW_FILL_S = 29.0  # pack takes up to this length, leaving room before the 30 s edge
+PROFILE_LANGUAGE = "en"  # enrollment prompts and imported sets are English
 
 
 class AdaptError(AsrAppError):
@@ -238,7 +239,7 @@ def pack_windows(utterances, bundle, on_progress: Callable[[int], None] | None =
         Windows; utterances longer than a window or unreadable are skipped.
     """
     sp, tok = bundle.special, bundle.tokenizer
-    prefix = [sp.languages["en"], sp.transcribe] if bundle.is_multilingual else []
+    prefix = [sp.languages[PROFILE_LANGUAGE], sp.transcribe] if bundle.is_multilingual else []
     max_ts = sp.timestamp_begin + 1500
 
     def ts(t_s: float) -> int:
@@ -626,7 +627,9 @@ class Adapter:
 
         name = self.options.run_name()
         folder = self.profile.path / "models" / name
-        meta = {"base_model": self.options.base, "target_ratio": self.options.target_ratio,
+        # trained with the <|en|> <|transcribe|> prefix: transcribe decodes in that language
+        # unless told otherwise (language detection on a compressed encoder is not trained)
+        meta = {"base_model": self.options.base, "language": PROFILE_LANGUAGE, "target_ratio": self.options.target_ratio,
                 "options": json.loads(json.dumps(asdict(self.options))), "data": data,
                 "params": self.report.params, "created": time.time()}
         save_compressed(model, folder, plan, meta)
@@ -642,10 +645,14 @@ class Adapter:
         from asr_app.datasets import load_dataset
         from asr_app.evaluate import evaluate
         from asr_app.outputs import atomic_write_text
+        from asr_app.decoding import DecodingOptions
         from asr_app.transcribe import TranscribeOptions, Transcriber
 
         opts = self.options
         self._event("stage", "evaluate")
+        # every model decodes in the profile's language: a multilingual original left to detect
+        # it would be judged on language identification too, which the others never face
+        language = PROFILE_LANGUAGE if bundle.is_multilingual else None
         sets = [("heldout", str(self.profile.path / "manifest.jsonl"), "heldout", None, None)]
         if opts.speaker_set:
             sets.append(("speaker", opts.speaker_set, None, opts.speaker_filter, None))
@@ -662,7 +669,7 @@ class Adapter:
             row = self.report.wer.setdefault(set_name, {"set": label, "utterances": len(utts)})
             for model_name, model in models.items():
                 key = f"{set_name}/{model_name}/{label}"
-                shared_key = f"{opts.base}/{label}"
+                shared_key = f"{opts.base}/{label}" + (f" [{language}]" if language else "")
                 if model is None:
                     continue
                 if model_name == "original" and shared_key in shared:
@@ -670,7 +677,8 @@ class Adapter:
                 if key not in done:
                     b = replace(bundle, model=model.eval(), name=model_name)
                     tr = Transcriber(TranscribeOptions(model=opts.base, device=opts.device, threads=opts.threads,
-                                                       vad=False), bundle=b)
+                                                       vad=False, decoding=DecodingOptions(language=language)),
+                                     bundle=b)
                     stage = f"eval {set_name} {model_name}"
                     counter = iter(range(1, len(utts) + 1))
                     rep = evaluate(utts, tr, set_name,

@@ -9,7 +9,7 @@ identical across backends. Rules follow openai-whisper's `decoding.py` and faste
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -247,6 +247,10 @@ class WindowDecoder:
     """
 
     def __init__(self, bundle, options: DecodingOptions):
+        if options.language is None and bundle.is_multilingual and bundle.adapted_language:
+            # a model adapted with `asr-app adapt` was trained on one language's prefix only;
+            # detecting the language with its compressed encoder is not what it learned
+            options = replace(options, language=bundle.adapted_language)
         self.bundle = bundle
         self.special = bundle.special
         self.options = options

@@ -169,6 +169,13 @@ class OnnxWhisperBundle:
     def n_mels(self) -> int:
         return self.config["num_mel_bins"]
 
+    @property
+    def adapted_language(self) -> str | None:
+        """Language an `asr-app adapt` model was trained to decode in; None for other models."""
+        from asr_app.models import language_of_block
+
+        return language_of_block(self.config.get("compression"))
+
 
 def load_onnx_model(folder: str | Path, device: str = "cpu", threads: int | None = None,
                     name: str | None = None) -> OnnxWhisperBundle:

@@ -37,3 +37,29 @@ def test_base_prompt_has_language_and_task(base):
     d = WindowDecoder(base, DecodingOptions(language="fr", task="translate"))
     sp = base.special
     assert d.prompt("fr") == [sp.sot, sp.languages["fr"], sp.translate]
+
+
+def test_adapted_multilingual_model_decodes_in_its_recorded_language(base, tmp_path):
+    """An `asr-app adapt` model is trained on one language's prefix: decoding uses it
+    instead of detecting with the compressed encoder, unless a language is given."""
+    import copy
+
+    from asr_app.compression.adaptwin.apply import compress_encoder
+    from asr_app.compression.adaptwin.checkpoint import save_compressed
+    from asr_app.compression.adaptwin.config import CompressionPlan
+    from asr_app.decoding import DecodingOptions, WindowDecoder
+    from asr_app.models import language_of_block, load_model
+
+    model = copy.deepcopy(base.model)
+    plan = CompressionPlan.uniform(6, 8, 64, None)
+    compress_encoder(model, plan)
+    folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "base", "language": "de"})
+    base.tokenizer.save_pretrained(str(folder))
+    base.feature_extractor.save_pretrained(str(folder))
+    adapted = load_model(str(folder))
+    assert adapted.adapted_language == "de" and base.adapted_language is None
+    assert WindowDecoder(adapted, DecodingOptions()).options.language == "de"
+    assert WindowDecoder(adapted, DecodingOptions(language="fr")).options.language == "fr"
+    assert WindowDecoder(base, DecodingOptions()).options.language is None  # detects
+    # models adapted before the language was recorded were trained on the English prefix
+    assert language_of_block({"method": "adaptwin"}) == "en" and language_of_block(None) is None

@@ -200,11 +200,12 @@ def test_compressed_model_exports_as_own_ops_and_decodes_like_torch(tiny, tmp_pa
     qk, vo = [64, 60, 56, 64, 48, 62], [64, 50, 64, 60, 64, 56]
     plan = CompressionPlan({i: LayerPlan(qk, vo, 320, 320) for i in range(4)}, False, "joint")
     compress_encoder(model, plan)
-    folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "tiny.en"})
+    folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "tiny.en", "language": "en"})
     tiny.tokenizer.save_pretrained(str(folder))
     tiny.feature_extractor.save_pretrained(str(folder))
     torch_bundle = load_model(str(folder))
     onnx_bundle = load_model(str(folder), backend="onnx", quantize="none", threads=2)
+    assert torch_bundle.adapted_language == onnx_bundle.adapted_language == "en"  # carried into the export
     assert onnx_bundle.path == str(folder / "onnx-none")
     assert onnx_model_dir(str(folder), "none") == folder / "onnx-none"  # reused, not exported again
     enc = onnx.load(str(folder / "onnx-none" / "encoder.onnx"))

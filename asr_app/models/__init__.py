@@ -47,6 +47,24 @@ class WhisperBundle:
         """Number of log-mel bins the encoder expects (80 or 128)."""
         return self.model.config.num_mel_bins
 
+    @property
+    def adapted_language(self) -> str | None:
+        """Language an `asr-app adapt` model was trained to decode in; None for other models."""
+        from asr_app.compression.adaptwin.checkpoint import compression_block
+
+        return language_of_block(compression_block(self.path) if Path(self.path).is_dir() else None)
+
+
+def language_of_block(block: dict | None) -> str | None:
+    """The language recorded in an adapted model's compression block (config.json).
+
+    Models adapted before the language was recorded were all trained with the English
+    prefix, so a block without one means "en"; no block (not an adapted model) gives None.
+    """
+    if block is None:
+        return None
+    return block.get("language") or "en"
+
 
 def quiet_transformers_logging() -> None:
     """Hide transformers' info logs and weight-loading progress bars (for CLI processes).
