@@ -240,7 +240,9 @@ class WindowDecoder:
 
     Args:
         bundle: loaded model (`WhisperBundle` or `OnnxWhisperBundle`).
-        options: DecodingOptions.
+        options: DecodingOptions; language None on a multilingual model adapted by
+            `asr-app adapt` means the language it was adapted to (`bundle.adapted_language`),
+            on other multilingual models detection.
     Raises:
         ValueError: a language or task the model does not support.
     Source: openai-whisper `DecodingTask` and `transcribe.decode_with_fallback`.
