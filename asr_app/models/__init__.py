@@ -27,6 +27,8 @@ class WhisperBundle:
         special: ids of the special tokens.
         device: "cpu" or "cuda".
         path: the Hugging Face folder loaded, or the hub id.
+        adapted_language: language an `asr-app adapt` model was trained to decode in (from
+            its config.json, see `language_of_block`); None for other models.
     """
 
     name: str
@@ -36,6 +38,7 @@ class WhisperBundle:
     special: SpecialTokens
     device: str
     path: str
+    adapted_language: str | None = None
 
     @property
     def is_multilingual(self) -> bool:
@@ -46,13 +49,6 @@ class WhisperBundle:
     def n_mels(self) -> int:
         """Number of log-mel bins the encoder expects (80 or 128)."""
         return self.model.config.num_mel_bins
-
-    @property
-    def adapted_language(self) -> str | None:
-        """Language an `asr-app adapt` model was trained to decode in; None for other models."""
-        from asr_app.compression.adaptwin.checkpoint import compression_block
-
-        return language_of_block(compression_block(self.path) if Path(self.path).is_dir() else None)
 
 
 def language_of_block(block: dict | None) -> str | None:
@@ -187,8 +183,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
 
     location = str(converted_dir(source)) if source.kind == "ct2" else source.location
     try:
+        block = None
         if is_compressed_dir(location):  # a model written by `asr-app adapt`
-            model, _ = load_compressed(location)
+            model, block = load_compressed(location)
         else:
             model = WhisperForConditionalGeneration.from_pretrained(location, dtype=torch.float32)
         tokenizer = WhisperTokenizer.from_pretrained(location)
@@ -199,4 +196,5 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
     added = [{"content": t.content, "id": i} for i, t in tokenizer.added_tokens_decoder.items()]
     special = SpecialTokens([t for t in added if not t["content"][2:-2].replace(".", "").isdigit()])
     model.eval().to(device)
-    return WhisperBundle(name, model, tokenizer, feature_extractor, special, device, location)
+    return WhisperBundle(name, model, tokenizer, feature_extractor, special, device, location,
+                         language_of_block(block))
