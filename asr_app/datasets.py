@@ -18,7 +18,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr_app.audio import AUDIO_EXTENSIONS
 from asr_app.errors import DatasetError
+
+# the corpora's own formats first, then anything else the audio reader takes
+_AUDIO_ORDER = (".flac", ".wav", *sorted(AUDIO_EXTENSIONS - {".flac", ".wav"}))
+
+
+def _find_audio(folder: Path, stem: str) -> Path | None:
+    """`folder/stem.<ext>` for the first audio extension that exists, or None."""
+    return next((p for ext in _AUDIO_ORDER if (p := folder / f"{stem}{ext}").is_file()), None)
 
 
 @dataclass(frozen=True)
@@ -33,22 +42,24 @@ class Utterance:
 
 
 def read_librispeech(root: Path) -> list[Utterance]:
-    """`<speaker>/<chapter>/<speaker>-<chapter>.trans.txt` with `<id> <TEXT>` lines."""
+    """`<speaker>/<chapter>/<speaker>-<chapter>.trans.txt` with `<id> <TEXT>` lines; each id's
+    audio beside it as `<id>.flac` (LibriSpeech's own) or any other audio extension, e.g. `.wav`."""
     out = []
     for trans in sorted(root.rglob("*.trans.txt")):
         for line in trans.read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
             uid, _, text = line.strip().partition(" ")
-            audio = trans.parent / f"{uid}.flac"
-            if not audio.exists():
-                raise DatasetError(f"{trans}: audio {audio.name} listed but missing")
+            audio = _find_audio(trans.parent, uid)
+            if audio is None:
+                raise DatasetError(f"{trans}: audio for {uid} listed but missing (looked for {uid}.flac, "
+                                   f"{uid}.wav, ... beside it): restore the file or remove its line")
             out.append(Utterance(uid, audio, text, uid.split("-")[0]))
     return out
 
 
 def read_ljspeech(root: Path) -> list[Utterance]:
-    """`metadata.csv` (`ID|raw text|normalized text`) and `wavs/<ID>.(wav|flac)`; uses the normalized text."""
+    """`metadata.csv` (`ID|raw text|normalized text`) and `wavs/<ID>.(flac|wav|...)`; uses the normalized text."""
     out = []
     with open(root / "metadata.csv", encoding="utf-8", newline="") as f:
         for row in csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE):
@@ -57,7 +68,7 @@ def read_ljspeech(root: Path) -> list[Utterance]:
             if len(row) < 2:
                 raise DatasetError(f"{root / 'metadata.csv'}: bad row {row!r}")
             uid, text = row[0], row[2] if len(row) > 2 and row[2] else row[1]
-            audio = next((p for ext in ("flac", "wav") if (p := root / "wavs" / f"{uid}.{ext}").exists()), None)
+            audio = _find_audio(root / "wavs", uid)
             if audio is None:
                 raise DatasetError(f"{root}: audio for {uid} not found under wavs/")
             out.append(Utterance(uid, audio, text, "ljspeech"))

@@ -9,13 +9,31 @@ import pytest
 from asr_app.datasets import load_dataset
 from asr_app.errors import DatasetError
 from asr_app.wer import corpus_wer, normalize, wer_counts
-from tests.conftest import LJSPEECH, TEST_CLEAN, require_data
+from tests.conftest import JFK, LJSPEECH, TEST_CLEAN, require_data
 
 
 def test_librispeech_layout():
     require_data(TEST_CLEAN)
     utts = load_dataset(TEST_CLEAN)
     assert len(utts) == 4 and all(u.speaker == "1089" and u.audio.exists() for u in utts)
+
+
+def test_librispeech_style_transcripts_take_wav_audio_and_name_what_is_missing(tmp_path):
+    """`samples/` in ../shared/data is `samples.trans.txt` + `jfk.wav`: a transcript file
+    beside audio that is not FLAC must load (it once failed: "jfk.flac listed but missing")."""
+    (tmp_path / "talk.trans.txt").write_text("jfk AND SO MY FELLOW AMERICANS\nspare ASK NOT\n")
+    (tmp_path / "jfk.wav").write_bytes(b"x")
+    (tmp_path / "spare.flac").write_bytes(b"x")
+    (tmp_path / "spare.wav").write_bytes(b"x")
+    jfk, spare = load_dataset(tmp_path)
+    assert (jfk.id, jfk.audio.name, jfk.text, jfk.speaker) == ("jfk", "jfk.wav", "AND SO MY FELLOW AMERICANS", "jfk")
+    assert spare.audio.name == "spare.flac"  # LibriSpeech's own format first
+    (tmp_path / "jfk.wav").unlink()
+    with pytest.raises(DatasetError, match=r"talk.trans.txt: audio for jfk listed but missing .*remove its line"):
+        load_dataset(tmp_path)
+    if JFK.is_file():
+        (u,) = load_dataset(JFK.parent)
+        assert u.audio == JFK and u.text.lower().startswith("and so my fellow americans")
 
 
 def test_ljspeech_layout_uses_normalized_column_and_filters():
