@@ -60,6 +60,9 @@ class AdaptOptions:
         batch_size: windows per optimizer step.
         layerwise_lr, finetune_lr: peak learning rates.
         kd_weight: weight of the KL term toward the original model in fine-tuning.
+        layerwise_teacher_input: weight of layer-wise distillation's term that feeds each
+            layer the original model's input to it, beside the term that feeds the layer's
+            own compressed predecessors' output (0: that term only; see `layerwise_distill`).
         replay: dataset folders or manifests of other voices mixed into fine-tuning.
         replay_ratio: replay windows per speaker window (at most what the sets hold).
         stages: which recovery stages run ("layerwise", "finetune"); ablations drop some.
@@ -96,6 +99,7 @@ class AdaptOptions:
     layerwise_lr: float = 2e-3
     finetune_lr: float = 5e-4
     kd_weight: float = 0.5
+    layerwise_teacher_input: float = 1.0
     replay: tuple[str, ...] = ()
     replay_ratio: float = 1.0
     stages: tuple[str, ...] = ("layerwise", "finetune")
@@ -132,6 +136,8 @@ class AdaptOptions:
         if any(not 0.5 <= sp <= 2.0 or sp == 1.0 for sp in self.speed_perturb):
             raise ValueError(f"speed_perturb speeds must be in [0.5, 2] and not 1 (e.g. 0.9 1.1; none turns it off), "
                              f"got {self.speed_perturb}")
+        if self.layerwise_teacher_input < 0:
+            raise ValueError(f"layerwise_teacher_input must be >= 0, got {self.layerwise_teacher_input}")
         if self.batch_size < 1 or self.lora_rank < 1:
             raise ValueError("batch_size and lora_rank must be >= 1")
 
@@ -155,6 +161,10 @@ class AdaptOptions:
         if (self.layerwise_epochs, self.finetune_epochs) != (default["layerwise_epochs"].default,
                                                              default["finetune_epochs"].default):
             name += f"-ep{self.layerwise_epochs:g}+{self.finetune_epochs:g}"
+        if self.kd_weight != default["kd_weight"].default:
+            name += f"-kd{self.kd_weight:g}"
+        if self.layerwise_teacher_input != default["layerwise_teacher_input"].default:
+            name += f"-lwti{self.layerwise_teacher_input:g}"
         if tuple(self.speed_perturb) != default["speed_perturb"].default:
             name += "-sp" + ("_".join(f"{sp:g}" for sp in self.speed_perturb) or "off")
         if tuple(self.stages) != ("layerwise", "finetune"):
@@ -575,7 +585,8 @@ class Adapter:
             batches += _batches(pool, opts.batch_size, rng, with_labels=not layerwise)
         share = {"layerwise": 0.25, "finetune": 0.6, "control": 1.0}[stage]
         cfg = TrainConfig(steps=steps, lr=opts.layerwise_lr if layerwise else opts.finetune_lr,
-                          kd_weight=opts.kd_weight, deadline_s=self._stage_deadline(share),
+                          kd_weight=opts.kd_weight, teacher_input_weight=opts.layerwise_teacher_input,
+                          deadline_s=self._stage_deadline(share),
                           checkpoint_every=opts.checkpoint_every)
         peft_model = add_lora(model, opts.lora_rank)
         ckpt = self.folder / f"{stage}.ckpt.safetensors"

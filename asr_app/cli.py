@@ -495,7 +495,8 @@ def cmd_adapt(args) -> int:
                         data_aware=not args.plain, mode=args.qk, ffn=not args.attention_only,
                         lora_rank=args.lora_rank, layerwise_epochs=args.layerwise_epochs,
                         finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
-                        kd_weight=args.kd_weight, replay=tuple(args.replay or ()), replay_ratio=args.replay_ratio,
+                        kd_weight=args.kd_weight, layerwise_teacher_input=args.layerwise_teacher_input,
+                        replay=tuple(args.replay or ()), replay_ratio=args.replay_ratio,
                         stages=stages, control=not args.no_control, general_set=args.general_set,
                         general_limit=args.general_limit, speaker_set=args.speaker_set,
                         speaker_filter=args.speaker_filter, time_budget_min=args.time_budget_min,
@@ -678,6 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=float, default=2.0)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--kd-weight", type=float, default=0.5, help="weight of distillation toward the original")
+    p.add_argument("--layerwise-teacher-input", type=float, default=1.0, metavar="W",
+                   help="layer-wise distillation: weight of the term feeding each layer the original model's "
+                        "input to it, beside its compressed predecessors' output (default 1; 0 turns it off)")
     p.add_argument("--full-windows", action="store_true",
                    help="pack every training window to 29 s (default: random fill lengths)")
     p.add_argument("--calibration-replay-share", type=float, default=0.0,

@@ -142,6 +142,42 @@ def test_merged_lora_equals_unmerged_and_layerwise_distillation_learns(tiny):
     assert after < before
 
 
+def test_layerwise_loss_feeds_each_layer_its_own_and_the_teachers_input(tiny):
+    """The reported loss of the first step is (sum_i nmse(S_i(s_{i-1}), y_i) + w * nmse(S_i(t_{i-1}),
+    y_i)) / layers, recomputed here layer by layer from plain forwards (LoRA starts at zero)."""
+    from asr_app.compression.adaptwin.allocate import uniform_plan
+    from asr_app.compression.adaptwin.apply import compress_encoder
+    from asr_app.compression.adaptwin.train import TrainConfig, add_lora, layerwise_distill
+
+    mel = _mel(tiny)
+    student = copy.deepcopy(tiny.model)
+    compress_encoder(student, uniform_plan(student, 0.5))
+    t_enc, s_enc = tiny.model.model.encoder, student.model.encoder
+    nmse = lambda a, y: float((a - y).pow(2).mean() / y.pow(2).mean())  # noqa: E731
+
+    def run(layer, x):
+        out = layer(x, None)
+        return out[0] if isinstance(out, tuple) else out
+
+    with torch.no_grad():
+        x_t = t_enc(mel, output_hidden_states=True).hidden_states[0]  # after the conv front end
+        x_s, own, imitate = x_t, 0.0, 0.0
+        for t_layer, s_layer in zip(t_enc.layers, s_enc.layers):
+            y, out = run(t_layer, x_t), run(s_layer, x_s)
+            own, imitate = own + nmse(out, y), imitate + nmse(run(s_layer, x_t), y)
+            x_t, x_s = y, out
+    n = len(t_enc.layers)
+    assert imitate > 0 and own > imitate  # errors compound along the student's own chain
+    for weight in (0.0, 1.0, 0.5):
+        losses = []
+        layerwise_distill(add_lora(copy.deepcopy(student), rank=4), tiny.model, [mel],
+                          TrainConfig(steps=1, lr=1e-6, teacher_input_weight=weight),
+                          on_step=lambda step, loss, seen=losses: seen.append(loss))
+        assert losses == [pytest.approx((own + weight * imitate) / n, rel=1e-4)], weight
+    with pytest.raises(ValueError, match="teacher_input_weight"):
+        TrainConfig(teacher_input_weight=-1)
+
+
 def test_saved_compressed_model_reloads_and_decodes_identically(tiny, tmp_path):
     from asr_app.compression.adaptwin.apply import compress_encoder
     from asr_app.compression.adaptwin.checkpoint import load_compressed, save_compressed
@@ -268,6 +304,10 @@ def test_speed_perturbation_moves_tempo_pitch_and_timestamps(tiny):
 
     assert AdaptOptions(speed_perturb=()).run_name().endswith("-spoff")
     assert AdaptOptions().run_name() == "tiny.en-keep0.55"
+    # options that change training name their own run folder (a resume refuses other options)
+    assert AdaptOptions(kd_weight=1.0, layerwise_teacher_input=0).run_name() == "tiny.en-keep0.55-kd1-lwti0"
+    with pytest.raises(ValueError, match="layerwise_teacher_input"):
+        AdaptOptions(layerwise_teacher_input=-1)
     for bad in ((1.0,), (3.0,)):
         with pytest.raises(ValueError, match="speed_perturb"):
             AdaptOptions(speed_perturb=bad)
