@@ -153,6 +153,13 @@ def _cycle(batches: Sequence, start: int) -> Iterable:
         i += 1
 
 
+def _run_layer(layer: nn.Module, x: Tensor) -> Tensor:
+    """Hidden states (batch, positions, d_model) out of one encoder layer, no attention mask
+    (some transformers versions return a tuple, others the tensor)."""
+    out = layer(x, None)
+    return out[0] if isinstance(out, tuple) else out
+
+
 def layerwise_distill(student, teacher: nn.Module, mel_batches: Sequence[Tensor], cfg: TrainConfig,
                       optimizer_state: dict | None = None, start_step: int = 0,
                       on_step=None, on_checkpoint=None) -> dict:
@@ -200,13 +207,11 @@ def layerwise_distill(student, teacher: nn.Module, mel_batches: Sequence[Tensor]
         loss = 0.0
         x = captured[0][0]  # the conv front end is not factored: same input as the teacher's
         for layer, (x_teacher, y) in zip(s_enc.layers, captured):
-            out = layer(x.detach(), None)
-            out = out[0] if isinstance(out, tuple) else out
+            out = _run_layer(layer, x.detach())
             scale = y.pow(2).mean()
             loss = loss + F.mse_loss(out, y) / scale
             if cfg.teacher_input_weight > 0:
-                imitated = layer(x_teacher, None)
-                imitated = imitated[0] if isinstance(imitated, tuple) else imitated
+                imitated = _run_layer(layer, x_teacher)
                 loss = loss + cfg.teacher_input_weight * F.mse_loss(imitated, y) / scale
             x = out  # the next layer learns to correct the error its inputs already carry
         loop.update(loss / len(captured))
