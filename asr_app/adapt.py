@@ -56,6 +56,10 @@ class AdaptOptions:
         mode: "joint" (product twins) or "separate" (Q and K truncated apart; ablation).
         ffn: also factor fc1/fc2 (needed past about 30% of the encoder).
         lora_rank: LoRA rank in both training stages.
+        finetune_lora: where fine-tuning (and the control) puts its LoRA adapters:
+            "encoder" (the factored layers), "decoder" (every decoder attention and
+            feed-forward linear; the encoder stays as layer-wise distillation left it) or
+            "both".
         layerwise_epochs, finetune_epochs: passes over the speaker's windows.
         batch_size: windows per optimizer step.
         layerwise_lr, finetune_lr: peak learning rates.
@@ -93,6 +97,7 @@ class AdaptOptions:
     mode: str = "joint"
     ffn: bool = True
     lora_rank: int = 64
+    finetune_lora: str = "encoder"
     layerwise_epochs: float = 2.0
     finetune_epochs: float = 2.0
     batch_size: int = 2
@@ -138,6 +143,8 @@ class AdaptOptions:
                              f"got {self.speed_perturb}")
         if self.layerwise_teacher_input < 0:
             raise ValueError(f"layerwise_teacher_input must be >= 0, got {self.layerwise_teacher_input}")
+        if self.finetune_lora not in ("encoder", "decoder", "both"):
+            raise ValueError(f"finetune_lora must be 'encoder', 'decoder' or 'both', got {self.finetune_lora!r}")
         if self.batch_size < 1 or self.lora_rank < 1:
             raise ValueError("batch_size and lora_rank must be >= 1")
 
@@ -165,6 +172,8 @@ class AdaptOptions:
             name += f"-kd{self.kd_weight:g}"
         if self.layerwise_teacher_input != default["layerwise_teacher_input"].default:
             name += f"-lwti{self.layerwise_teacher_input:g}"
+        if self.finetune_lora != "encoder":
+            name += f"-ft{self.finetune_lora}"
         if tuple(self.speed_perturb) != default["speed_perturb"].default:
             name += "-sp" + ("_".join(f"{sp:g}" for sp in self.speed_perturb) or "off")
         if tuple(self.stages) != ("layerwise", "finetune"):
@@ -327,7 +336,8 @@ class _RunState:
         path = folder / "state.json"
         new = json.loads(json.dumps(asdict(options)))
         self.data = json.loads(path.read_text()) if path.is_file() else {"options": new, "stages": {}}
-        old = dict(self.data["options"])
+        # an option added after this run started: the run used its default
+        old = {**json.loads(json.dumps(asdict(AdaptOptions()))), **self.data["options"]}
         # the evaluation set and time budget may change between resumes; training options may not
         loose = ("general_set", "general_limit", "speaker_set", "speaker_filter", "time_budget_min", "threads", "control", "device", "checkpoint_every")
         if {k: v for k, v in old.items() if k not in loose} != {k: v for k, v in new.items() if k not in loose}:
@@ -560,7 +570,8 @@ class Adapter:
         same batch order as an uninterrupted one and skips the steps already taken."""
         from safetensors import safe_open
 
-        from asr_app.compression.adaptwin.train import TrainConfig, add_lora, finetune, layerwise_distill, merge_lora
+        from asr_app.compression.adaptwin.train import (TrainConfig, add_lora, finetune, layerwise_distill,
+                                                        lora_targets, merge_lora)
 
         opts = self.options
         self._event("stage", stage)
@@ -588,7 +599,8 @@ class Adapter:
                           kd_weight=opts.kd_weight, teacher_input_weight=opts.layerwise_teacher_input,
                           deadline_s=self._stage_deadline(share),
                           checkpoint_every=opts.checkpoint_every)
-        peft_model = add_lora(model, opts.lora_rank)
+        peft_model = add_lora(model, opts.lora_rank,
+                              targets=lora_targets("encoder" if layerwise else opts.finetune_lora))
         ckpt = self.folder / f"{stage}.ckpt.safetensors"
         opt_state, start = None, 0
         if ckpt.is_file():

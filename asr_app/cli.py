@@ -493,7 +493,7 @@ def cmd_adapt(args) -> int:
     stages = tuple(s for s in ("layerwise", "finetune") if s not in (args.skip or []))
     opts = AdaptOptions(base=args.base, target_ratio=args.target_ratio, allocation=args.allocation,
                         data_aware=not args.plain, mode=args.qk, ffn=not args.attention_only,
-                        lora_rank=args.lora_rank, layerwise_epochs=args.layerwise_epochs,
+                        lora_rank=args.lora_rank, finetune_lora=args.finetune_lora, layerwise_epochs=args.layerwise_epochs,
                         finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
                         kd_weight=args.kd_weight, layerwise_teacher_input=args.layerwise_teacher_input,
                         replay=tuple(args.replay or ()), replay_ratio=args.replay_ratio,
@@ -675,6 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", nargs="*", choices=("layerwise", "finetune"), help="leave out recovery stages (ablation)")
     p.add_argument("--no-control", action="store_true", help="skip the LoRA-only control model")
     p.add_argument("--lora-rank", type=int, default=64)
+    p.add_argument("--finetune-lora", choices=("encoder", "decoder", "both"), default="encoder",
+                   help="where end-to-end fine-tuning puts its LoRA adapters (default: the encoder's factors)")
     p.add_argument("--layerwise-epochs", type=float, default=2.0)
     p.add_argument("--finetune-epochs", type=float, default=2.0)
     p.add_argument("--batch-size", type=int, default=2)

@@ -311,3 +311,40 @@ def test_speed_perturbation_moves_tempo_pitch_and_timestamps(tiny):
     for bad in ((1.0,), (3.0,)):
         with pytest.raises(ValueError, match="speed_perturb"):
             AdaptOptions(speed_perturb=bad)
+
+
+def test_finetune_lora_trains_only_the_part_it_is_told(tiny, tmp_path):
+    require_data(LJSPEECH)
+    import json
+    import random
+
+    from asr_app.adapt import AdaptError, AdaptOptions, _batches, _RunState, pack_windows
+    from asr_app.compression.adaptwin.allocate import uniform_plan
+    from asr_app.compression.adaptwin.apply import compress_encoder
+    from asr_app.compression.adaptwin.train import TrainConfig, add_lora, finetune, lora_targets, merge_lora
+    from asr_app.datasets import load_dataset
+
+    batches = _batches(pack_windows(load_dataset(LJSPEECH, "LJ001-000*", 2), tiny), 1, random.Random(0), True)
+    for part in ("encoder", "decoder", "both"):
+        model = copy.deepcopy(tiny.model)
+        compress_encoder(model, uniform_plan(model, 0.5))
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        peft_model = add_lora(model, rank=4, targets=lora_targets(part))
+        result = finetune(peft_model, batches, TrainConfig(steps=2, lr=5e-3, checkpoint_every=100))
+        assert result["steps"] == 2 and result["final_loss"] == result["final_loss"]  # not NaN
+        after = merge_lora(peft_model).state_dict()
+        assert set(after) == set(before)
+        changed = {k.split(".")[1] for k in before if not torch.equal(before[k], after[k])}
+        assert changed == {"encoder": {"encoder"}, "decoder": {"decoder"}, "both": {"encoder", "decoder"}}[part]
+    with pytest.raises(ValueError, match="encoder"):
+        lora_targets("embeddings")
+    with pytest.raises(ValueError, match="finetune_lora"):
+        AdaptOptions(finetune_lora="embeddings")
+    assert AdaptOptions(finetune_lora="decoder").run_name() == "tiny.en-keep0.55-ftdecoder"
+    # a run folder written before the option existed resumes under its default, not another value
+    opts = AdaptOptions()
+    state = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(opts))).items() if k != "finetune_lora"}
+    (tmp_path / "state.json").write_text(json.dumps({"options": state, "stages": {"factor": {}}}))
+    assert _RunState(tmp_path, opts).done("factor") == {}
+    with pytest.raises(AdaptError, match="other options"):
+        _RunState(tmp_path, AdaptOptions(finetune_lora="decoder"))

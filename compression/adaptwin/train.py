@@ -2,7 +2,8 @@
 fine-tuning with replay, then merge. Loops take model, data and config as arguments.
 
 * `add_lora` wraps the model with peft LoRA adapters on the encoder's attention and
-  feed-forward linears (factored or dense: the factors are ordinary `nn.Linear`s).
+  feed-forward linears (factored or dense: the factors are ordinary `nn.Linear`s), and
+  optionally on the decoder's (`lora_targets("decoder" | "both")`).
 * `layerwise_distill`: each student encoder layer is trained to reproduce the original
   (teacher) layer's output (normalized MSE) from two inputs: the student's own previous
   layer output and the teacher's input to that layer.
@@ -27,6 +28,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 LORA_TARGETS = r".*encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|fc1(\.down|\.up)?|fc2(\.down|\.up)?)"
+DECODER_LORA_TARGETS = r".*decoder\.layers\.\d+\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)"
+
+
+def lora_targets(part: str) -> str:
+    """peft target pattern for LoRA on the "encoder", the "decoder" or "both".
+
+    Raises:
+        ValueError: another `part`.
+    """
+    patterns = {"encoder": LORA_TARGETS, "decoder": DECODER_LORA_TARGETS,
+                "both": f"(?:{LORA_TARGETS})|(?:{DECODER_LORA_TARGETS})"}
+    if part not in patterns:
+        raise ValueError(f"LoRA part must be one of {sorted(patterns)}, got {part!r}")
+    return patterns[part]
 
 
 @dataclass(frozen=True)
