@@ -55,6 +55,9 @@ class AdaptOptions:
         data_aware: whitened factorization with the speaker's activation statistics.
         mode: "joint" (product twins) or "separate" (Q and K truncated apart; ablation).
         ffn: also factor fc1/fc2 (needed past about 30% of the encoder).
+        decoder_keep: also factor the decoder's fc1/fc2, keeping about this share of their
+            parameters (speaker-whitened when data_aware, one rank for all), or None
+            (default: the decoder stays dense). Its attention and embeddings stay dense.
         lora_rank: LoRA rank in both training stages.
         finetune_lora: where fine-tuning (and the control) puts its LoRA adapters:
             "encoder" (the factored layers), "decoder" (every decoder attention and
@@ -96,6 +99,7 @@ class AdaptOptions:
     data_aware: bool = True
     mode: str = "joint"
     ffn: bool = True
+    decoder_keep: float | None = None
     lora_rank: int = 64
     finetune_lora: str = "encoder"
     layerwise_epochs: float = 2.0
@@ -143,6 +147,8 @@ class AdaptOptions:
                              f"got {self.speed_perturb}")
         if self.layerwise_teacher_input < 0:
             raise ValueError(f"layerwise_teacher_input must be >= 0, got {self.layerwise_teacher_input}")
+        if self.decoder_keep is not None and not 0 < self.decoder_keep < 1:
+            raise ValueError(f"decoder_keep must be in (0, 1) or None, got {self.decoder_keep}")
         if self.finetune_lora not in ("encoder", "decoder", "both"):
             raise ValueError(f"finetune_lora must be 'encoder', 'decoder' or 'both', got {self.finetune_lora!r}")
         if self.batch_size < 1 or self.lora_rank < 1:
@@ -160,6 +166,8 @@ class AdaptOptions:
             name += f"-{self.mode}"
         if not self.ffn:
             name += "-attnonly"
+        if self.decoder_keep is not None:
+            name += f"-dec{self.decoder_keep:g}"
         if not self.varied_windows:
             name += "-fullwin"
         if self.calibration_replay_share:
@@ -435,7 +443,7 @@ class Adapter:
         # 2 calibrate
         stats, gains = self._calibrate(teacher, speaker, replay)
         # 3 factor
-        model, plan = self._factor(teacher, stats, gains)
+        model, plan = self._factor(teacher, stats, gains, speaker)
         # 4 layerwise
         if "layerwise" in opts.stages:
             model = self._train_stage("layerwise", model, teacher, speaker, replay, perturbed)
@@ -531,9 +539,28 @@ class Adapter:
         self.report.stages["calibrate"] = result
         return stats, gains
 
-    def _factor(self, teacher, stats, gains):
+    def _decoder_stats(self, teacher, speaker):
+        """Second moments of the decoder fc inputs on the speaker's calibration windows,
+        teacher-forced on their transcripts (saved, so a resumed run factors the same)."""
+        import torch
+        from safetensors.torch import load_file
+
+        from asr_app.compression.adaptwin.calibrate import DecoderStats, collect_decoder_stats
+
+        path = self.folder / "decoder_stats.safetensors"
+        if path.is_file():
+            return DecoderStats.from_state_dict(load_file(str(path)))
+        windows = _evenly(speaker, self.options.calibration_windows)
+        batches = [(torch.from_numpy(w.mel[None]), torch.tensor([w.labels])) for w in windows]
+        stats = collect_decoder_stats(teacher, batches,
+                                      lambda b: self._event("progress", ("factor", b + 1, len(batches))))
+        _save_tensors(stats.state_dict(), path)
+        return stats
+
+    def _factor(self, teacher, stats, gains, speaker):
         from asr_app.compression.adaptwin.allocate import allocate_ranks, uniform_plan
-        from asr_app.compression.adaptwin.apply import compress_encoder
+        from asr_app.compression.adaptwin.apply import (compress_decoder_ffn, compress_encoder, decoder_ffn_plan,
+                                                        param_counts)
         from asr_app.compression.adaptwin.config import CompressionPlan
 
         opts = self.options
@@ -549,9 +576,13 @@ class Adapter:
         else:
             plan = uniform_plan(model, opts.target_ratio, attention=True, ffn=opts.ffn, mode=opts.mode)
             plan.data_aware = opts.data_aware
-        counts = compress_encoder(model, plan, stats)
+        if opts.decoder_keep is not None and not done:
+            plan.decoder = decoder_ffn_plan(model, opts.decoder_keep)
+        before = compress_encoder(model, plan, stats)["before"]
+        if plan.decoder:
+            compress_decoder_ffn(model, plan, self._decoder_stats(teacher, speaker) if plan.data_aware else None)
         model.to(opts.device)
-        before, after = counts["before"], counts["after"]
+        after = param_counts(model)
         self.report.params = {"original": before, "compressed": after,
                               "removed_share": {k: round(1 - after[k] / before[k], 4) for k in before}}
         self.report.plan = plan.to_dict()
@@ -599,8 +630,10 @@ class Adapter:
                           kd_weight=opts.kd_weight, teacher_input_weight=opts.layerwise_teacher_input,
                           deadline_s=self._stage_deadline(share),
                           checkpoint_every=opts.checkpoint_every)
-        peft_model = add_lora(model, opts.lora_rank,
-                              targets=lora_targets("encoder" if layerwise else opts.finetune_lora))
+        part = "encoder" if layerwise else opts.finetune_lora
+        if part == "encoder" and opts.decoder_keep is not None and not layerwise:
+            part = "both"  # the decoder's factors are recovered in fine-tuning only
+        peft_model = add_lora(model, opts.lora_rank, targets=lora_targets(part))
         ckpt = self.folder / f"{stage}.ckpt.safetensors"
         opt_state, start = None, 0
         if ckpt.is_file():

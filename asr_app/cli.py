@@ -493,6 +493,7 @@ def cmd_adapt(args) -> int:
     stages = tuple(s for s in ("layerwise", "finetune") if s not in (args.skip or []))
     opts = AdaptOptions(base=args.base, target_ratio=args.target_ratio, allocation=args.allocation,
                         data_aware=not args.plain, mode=args.qk, ffn=not args.attention_only,
+                        decoder_keep=args.decoder_keep,
                         lora_rank=args.lora_rank, finetune_lora=args.finetune_lora, layerwise_epochs=args.layerwise_epochs,
                         finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
                         kd_weight=args.kd_weight, layerwise_teacher_input=args.layerwise_teacher_input,
@@ -536,6 +537,9 @@ def cmd_adapt(args) -> int:
           f"{p['compressed']['encoder_attention']:,} ({100 * r['encoder_attention']:.1f}% removed); encoder "
           f"{p['original']['encoder']:,} -> {p['compressed']['encoder']:,} ({100 * r['encoder']:.1f}%); "
           f"whole model {p['original']['model']:,} -> {p['compressed']['model']:,} ({100 * r['model']:.1f}%)")
+    if r.get("decoder"):
+        print(f"decoder (feed-forward factored; attention and embeddings dense) {p['original']['decoder']:,} -> "
+              f"{p['compressed']['decoder']:,} ({100 * r['decoder']:.1f}% removed)")
     for set_name, row in report.wer.items():
         cells = "  ".join(f"{k} {v:.2f}%" for k, v in row.items() if k not in ("set", "utterances"))
         print(f"WER on {set_name} ({row['set']}, {row['utterances']} utts): {cells}")
@@ -672,6 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qk", choices=("joint", "separate"), default="joint",
                    help="product twins (default) or Q and K truncated separately (ablation)")
     p.add_argument("--attention-only", action="store_true", help="leave fc1/fc2 dense")
+    p.add_argument("--decoder-keep", type=float, default=None, metavar="SHARE",
+                   help="also factor the decoder's fc1/fc2, keeping this share of their parameters "
+                        "(default: decoder dense)")
     p.add_argument("--skip", nargs="*", choices=("layerwise", "finetune"), help="leave out recovery stages (ablation)")
     p.add_argument("--no-control", action="store_true", help="skip the LoRA-only control model")
     p.add_argument("--lora-rank", type=int, default=64)

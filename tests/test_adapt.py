@@ -75,6 +75,52 @@ def test_data_aware_full_rank_plan_reproduces_the_encoder(tiny):
     torch.testing.assert_close(got, want, rtol=1e-3, atol=2e-3)
 
 
+def test_decoder_feed_forward_factors_full_rank_exact_whitened_better_and_reload(tiny, tmp_path):
+    """The decoder option: fc1/fc2 factored with the decoder's own token statistics."""
+    from asr_app.compression.adaptwin.apply import compress_decoder_ffn, decoder_ffn_plan, param_counts
+    from asr_app.compression.adaptwin.calibrate import collect_decoder_stats
+    from asr_app.compression.adaptwin.checkpoint import load_compressed, save_compressed
+    from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
+    from asr_app.models import load_model
+
+    mel = _mel(tiny)
+    tokens = _greedy_tokens(tiny, mel)
+    labels = torch.tensor([tokens + [-100] * 5])  # padding is not counted
+    stats = collect_decoder_stats(tiny.model, [(mel, labels)])
+    assert stats.positions == len(tokens) and stats.fc2_in[3].shape == (1536, 1536)
+
+    def logits(model):
+        with torch.no_grad():
+            return model(input_features=mel, labels=labels).logits
+
+    want = logits(tiny.model)
+    full = copy.deepcopy(tiny.model)
+    compress_decoder_ffn(full, CompressionPlan(decoder={i: LayerPlan(fc1=384, fc2=384) for i in range(4)}), stats)
+    torch.testing.assert_close(logits(full), want, rtol=1e-3, atol=2e-3)
+
+    errors = {}
+    for data_aware in (True, False):
+        model = copy.deepcopy(tiny.model)
+        plan = CompressionPlan(data_aware=data_aware, decoder=decoder_ffn_plan(model, 0.5))
+        assert plan.decoder[0].fc1 == 153  # 0.5 * 384 * 1536 / (384 + 1536)
+        counts = compress_decoder_ffn(model, plan, stats if data_aware else None)
+        errors[data_aware] = (logits(model) - want).pow(2).mean().item()
+    assert counts["after"]["encoder"] == counts["before"]["encoder"]
+    removed = counts["before"]["decoder"] - counts["after"]["decoder"]
+    assert removed == 4 * 2 * (384 * 1536 - 153 * (384 + 1536))
+    assert errors[True] < errors[False]  # whitening with the decoder's own inputs wins
+
+    folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "tiny.en"})
+    tiny.tokenizer.save_pretrained(str(folder))
+    tiny.feature_extractor.save_pretrained(str(folder))
+    reloaded, block = load_compressed(folder)
+    assert CompressionPlan.from_dict(block["plan"]).decoder == plan.decoder
+    assert param_counts(reloaded) == param_counts(model)
+    assert _greedy_tokens(load_model(str(folder)), mel) == _greedy_tokens(_copy_bundle(tiny, model), mel)
+    with pytest.raises(ValueError, match="decoder attention"):
+        CompressionPlan(decoder={0: LayerPlan([8] * 6, [8] * 6)})
+
+
 def test_surgery_checks_feed_forward_keys():
     from asr_app.compression.adaptwin.apply import _check_linear
     from asr_app.compression.adaptwin.layer import LowRankLinear
@@ -225,7 +271,7 @@ def test_adapt_resumes_after_interruption_and_profile_loads_its_model(tiny, tmp_
     monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path / "data"))
     profile = _small_profile(tmp_path)
     opts = AdaptOptions(target_ratio=0.7, layerwise_epochs=1, finetune_epochs=1, batch_size=1, lora_rank=4,
-                        control=False, checkpoint_every=2, threads=2)
+                        control=False, checkpoint_every=2, threads=2, decoder_keep=0.8)
     events = []
 
     def interrupt(kind, payload):
@@ -244,6 +290,8 @@ def test_adapt_resumes_after_interruption_and_profile_loads_its_model(tiny, tmp_
     assert not [p for k, p in events if k == "progress" and p[0] == "layerwise"]  # finished stage not redone
     assert report.stages["finetune"]["steps"] == report.stages["finetune"]["planned_steps"]
     assert 0.29 < report.params["removed_share"]["encoder"] < 0.31
+    assert 0.025 < report.params["removed_share"]["decoder"] < 0.04  # a fifth of fc1/fc2; embeddings dense
+    assert (run_dir / "decoder_stats.safetensors").is_file()  # the resumed run factored from the same statistics
     assert set(report.wer["heldout"]) >= {"original", "compressed"}
     # the profile now lists the model, and --profile-dir loads it
     assert profile.meta()["models"][-1]["name"] == opts.run_name()

@@ -1,4 +1,5 @@
-"""Model surgery: factor a Whisper encoder by a CompressionPlan, checked key by key."""
+"""Model surgery: factor a Whisper encoder (and optionally the decoder's feed-forward
+layers) by a CompressionPlan, checked key by key."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from asr_app.compression.adaptwin.layer import LowRankLinear, TwinSelfAttention
 def encoder_of(model: nn.Module) -> nn.Module:
     """The `WhisperEncoder` of a `WhisperForConditionalGeneration` or `WhisperModel`."""
     return model.model.encoder if hasattr(model, "model") else model.encoder
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The `WhisperDecoder` of a `WhisperForConditionalGeneration` or `WhisperModel`."""
+    return model.model.decoder if hasattr(model, "model") else model.decoder
 
 
 def _check_attention(old: nn.Module, new: TwinSelfAttention, where: str) -> None:
@@ -76,6 +82,51 @@ def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dic
     return {"before": before, "after": param_counts(model)}
 
 
+def compress_decoder_ffn(model: nn.Module, plan: CompressionPlan, stats=None) -> dict:
+    """Replace the decoder's fc1/fc2 named in `plan.decoder` by low-rank factors, in place.
+
+    Args:
+        model: a `WhisperForConditionalGeneration` (or `WhisperModel`), dense decoder.
+        plan: plan.decoder gives the ranks; plan.data_aware needs `stats`.
+        stats: `DecoderStats` (second moments of the decoder fc inputs, `calibrate.py`) or None.
+    Returns:
+        `param_counts` before and after.
+    Raises:
+        ValueError: a layer index out of range, data-aware without stats, or a key/shape
+            mismatch after surgery.
+    """
+    if plan.data_aware and plan.decoder and stats is None:
+        raise ValueError("a data-aware plan needs the decoder's activation statistics (stats)")
+    before = param_counts(model)
+    decoder = decoder_of(model)
+    for i, lp in sorted(plan.decoder.items()):
+        if not 0 <= i < len(decoder.layers):
+            raise ValueError(f"plan names decoder layer {i}; the decoder has {len(decoder.layers)}")
+        for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
+            if rank is not None:
+                old = getattr(decoder.layers[i], name)
+                cov = getattr(stats, f"{name}_in")[i] if plan.data_aware else None
+                new = LowRankLinear.from_linear(old, rank, cov)
+                _check_linear(old, new, f"decoder layer {i} {name}")
+                setattr(decoder.layers[i], name, new)
+    return {"before": before, "after": param_counts(model)}
+
+
+def decoder_ffn_plan(model: nn.Module, keep: float) -> dict[int, LayerPlan]:
+    """One rank for every decoder fc1/fc2 that keeps about `keep` of their parameters.
+
+    Rank r costs r * (in + out) weights against in * out dense, so r = keep * in * out / (in + out).
+    Raises:
+        ValueError: keep outside (0, 1).
+    """
+    if not 0 < keep < 1:
+        raise ValueError(f"the decoder's kept share must be in (0, 1), got {keep}")
+    decoder = decoder_of(model)
+    fc = decoder.layers[0].fc1
+    rank = max(1, int(keep * fc.in_features * fc.out_features / (fc.in_features + fc.out_features)))
+    return {i: LayerPlan(fc1=rank, fc2=rank) for i in range(len(decoder.layers))}
+
+
 def build_structure(model: nn.Module, plan: CompressionPlan) -> None:
     """Give a freshly built dense model the plan's factored modules (weights to be loaded).
 
@@ -87,21 +138,26 @@ def build_structure(model: nn.Module, plan: CompressionPlan) -> None:
         layer = encoder.layers[i]
         if lp.qk is not None:
             layer.self_attn = TwinSelfAttention(layer.self_attn.embed_dim, lp.qk, lp.vo)
-        for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
-            if rank is not None:
-                old = getattr(layer, name)
-                setattr(layer, name, LowRankLinear(old.in_features, old.out_features, rank, old.bias is not None))
+    decoder = decoder_of(model)
+    for layers, part in ((encoder.layers, plan.layers), (decoder.layers, plan.decoder)):
+        for i, lp in sorted(part.items()):
+            for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
+                if rank is not None:
+                    old = getattr(layers[i], name)
+                    setattr(layers[i], name, LowRankLinear(old.in_features, old.out_features, rank, old.bias is not None))
 
 
 def param_counts(model: nn.Module) -> dict:
-    """Parameters of the encoder's self-attention, the whole encoder, and the whole model.
+    """Parameters of the encoder's self-attention, the whole encoder, the decoder (token
+    embedding included) and the whole model.
 
     Every stored parameter counts, the encoder's fixed sinusoidal positions included (they
-    are in the checkpoint). Returns {"encoder_attention": n, "encoder": n, "model": n}.
+    are in the checkpoint). Returns {"encoder_attention": n, "encoder": n, "decoder": n, "model": n}.
     """
     encoder = encoder_of(model)
     attn = sum(p.numel() for layer in encoder.layers for p in layer.self_attn.parameters())
     return {"encoder_attention": attn, "encoder": sum(p.numel() for p in encoder.parameters()),
+            "decoder": sum(p.numel() for p in decoder_of(model).parameters()),
             "model": sum(p.numel() for p in model.parameters())}
 
 

@@ -4,7 +4,9 @@ Two measurements drive the data-aware ("adaptive") variant of AdaPTwin:
 
 * `collect_activation_stats`: second moments E[x^T x] of the inputs of every encoder
   self-attention, fc1 and fc2, accumulated window by window (float64 sums, nothing else
-  kept), for the whitened factorizations in `factorize.py`.
+  kept), for the whitened factorizations in `factorize.py`; `collect_decoder_stats` does
+  the same for the decoder's fc1/fc2 inputs, teacher-forced on the speaker's transcripts
+  (only when the decoder's feed-forward layers are factored too).
 * `measure_sensitivity`: how much squared error at the encoder output one unit of squared
   error at a site inside layer i causes (sites: attention logits, attention output, fc1
   output, fc2 output), by injecting small Gaussian noise at that site alone. The rank
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr_app.compression.adaptwin.apply import encoder_of
+from asr_app.compression.adaptwin.apply import decoder_of, encoder_of
 
 SITES = ("qk", "attn_out", "fc1_out", "fc2_out")
 
@@ -102,6 +104,79 @@ def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor],
     n = len(encoder.layers)
     get = lambda kind: [sums[(kind, i)] / count[0] for i in range(n)]  # noqa: E731
     return ActivationStats(get("attn_in"), get("fc1_in"), get("fc2_in"), count[0])
+
+
+@dataclass
+class DecoderStats:
+    """Mean second moments of the decoder's feed-forward inputs over every target token.
+
+    Attributes:
+        fc1_in: per decoder layer, (d_model, d_model): input of fc1 (after its layer norm).
+        fc2_in: per decoder layer, (ffn_dim, ffn_dim): input of fc2 (after GELU).
+        positions: number of token positions averaged over.
+    """
+
+    fc1_in: list[Tensor]
+    fc2_in: list[Tensor]
+    positions: int
+
+    def state_dict(self) -> dict[str, Tensor]:
+        out = {"positions": torch.tensor([self.positions])}
+        for kind in ("fc1_in", "fc2_in"):
+            out.update({f"{kind}.{i}": c.contiguous() for i, c in enumerate(getattr(self, kind))})
+        return out
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Tensor]) -> "DecoderStats":
+        n = len([k for k in d if k.startswith("fc1_in.")])
+        return cls([d[f"fc1_in.{i}"] for i in range(n)], [d[f"fc2_in.{i}"] for i in range(n)], int(d["positions"][0]))
+
+
+@torch.no_grad()
+def collect_decoder_stats(model: nn.Module, mel_label_batches: Iterable[tuple[Tensor, Tensor]],
+                          on_batch=None) -> DecoderStats:
+    """Accumulate the second moments of the decoder fc1/fc2 inputs, teacher-forced on
+    transcripts.
+
+    Args:
+        model: `WhisperForConditionalGeneration` (dense decoder), eval mode.
+        mel_label_batches: ((batch, n_mels, 3000) float32, (batch, tokens) int64 labels,
+            -100 padding, as `finetune` takes them); padded positions are not counted.
+        on_batch: optional callback(batch_index).
+    Returns:
+        DecoderStats (float64 on CPU).
+    Raises:
+        ValueError: no labelled token at all.
+    """
+    decoder = decoder_of(model)
+    sums: dict[tuple[str, int], Tensor] = {}
+    mask: list[Tensor] = []  # (batch * tokens,) bool of the batch being run
+
+    def hook(kind: str, i: int):
+        def fn(module, args):
+            x = args[0].reshape(-1, args[0].shape[-1])[mask[0]].to(torch.float64)
+            sums[(kind, i)] = sums.get((kind, i), 0) + (x.T @ x).cpu()
+        return fn
+
+    handles = [getattr(layer, kind).register_forward_pre_hook(hook(f"{kind}_in", i))
+               for i, layer in enumerate(decoder.layers) for kind in ("fc1", "fc2")]
+    device = next(model.parameters()).device
+    count = 0
+    try:
+        for b, (mel, labels) in enumerate(mel_label_batches):
+            mask[:] = [(labels != -100).reshape(-1).to(device)]
+            count += int(mask[0].sum())
+            model(input_features=mel.to(device), labels=labels.to(device))
+            if on_batch:
+                on_batch(b)
+    finally:
+        for h in handles:
+            h.remove()
+    if not count:
+        raise ValueError("no labelled tokens to measure the decoder's activation statistics on")
+    n = len(decoder.layers)
+    return DecoderStats([sums[("fc1_in", i)] / count for i in range(n)],
+                        [sums[("fc2_in", i)] / count for i in range(n)], count)
 
 
 def _split_heads(attn: nn.Module, x: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""What a compressed encoder looks like: ranks per layer and head (saved in config.json)."""
+"""What a compressed model looks like: ranks per encoder layer and head, and the ranks of
+the decoder's feed-forward layers when those are factored too (saved in config.json)."""
 
 from __future__ import annotations
 
@@ -37,30 +38,41 @@ class CompressionPlan:
     """Ranks for every encoder layer, and how the factors were found.
 
     Attributes:
-        layers: {layer index: LayerPlan}; layers not listed stay dense.
+        layers: {encoder layer index: LayerPlan}; layers not listed stay dense.
         data_aware: factors weighted by the speaker's activation second moments (whitening).
         mode: "joint" (product twins) or "separate" (Q and K truncated apart; ablation).
+        decoder: {decoder layer index: LayerPlan with fc1/fc2 ranks only}; the decoder's
+            attention always stays dense (its KV cache keeps head_dim). Empty: dense decoder.
+    Raises:
+        ValueError: an unknown mode, or a decoder LayerPlan with attention ranks.
     """
 
     layers: dict[int, LayerPlan] = field(default_factory=dict)
     data_aware: bool = True
     mode: str = "joint"
+    decoder: dict[int, LayerPlan] = field(default_factory=dict)
 
     def __post_init__(self):
+        if any(lp.qk is not None for lp in self.decoder.values()):
+            raise ValueError("decoder attention is never factored: a decoder LayerPlan takes fc1/fc2 ranks only")
         if self.mode not in ("joint", "separate"):
             raise ValueError(f"mode must be 'joint' or 'separate', got {self.mode!r}")
         if self.mode == "separate" and self.data_aware:
             raise ValueError("mode 'separate' is the plain-SVD baseline: set data_aware=False")
 
     def to_dict(self) -> dict:
-        return {"data_aware": self.data_aware, "mode": self.mode,
-                "layers": {str(i): asdict(lp) for i, lp in sorted(self.layers.items())}}
+        d = {"data_aware": self.data_aware, "mode": self.mode,
+             "layers": {str(i): asdict(lp) for i, lp in sorted(self.layers.items())}}
+        if self.decoder:  # absent for a dense decoder, as in models saved before it existed
+            d["decoder"] = {str(i): {"fc1": lp.fc1, "fc2": lp.fc2} for i, lp in sorted(self.decoder.items())}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CompressionPlan":
         """Inverse of `to_dict`. Raises ValueError (or KeyError) on a malformed dict."""
         layers = {int(i): LayerPlan(**lp) for i, lp in d["layers"].items()}
-        return cls(layers=layers, data_aware=bool(d["data_aware"]), mode=d["mode"])
+        decoder = {int(i): LayerPlan(fc1=lp["fc1"], fc2=lp["fc2"]) for i, lp in d.get("decoder", {}).items()}
+        return cls(layers=layers, data_aware=bool(d["data_aware"]), mode=d["mode"], decoder=decoder)
 
     @classmethod
     def uniform(cls, n_layers: int, heads: int, rank: int | None, ffn_rank: int | None = None,
