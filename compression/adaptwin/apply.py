@@ -61,25 +61,37 @@ def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dic
     if plan.data_aware and stats is None:
         raise ValueError("a data-aware plan needs activation statistics (stats)")
     before = param_counts(model)
-    encoder = encoder_of(model)
-    for i, lp in sorted(plan.layers.items()):
-        if not 0 <= i < len(encoder.layers):
-            raise ValueError(f"plan names encoder layer {i}; the encoder has {len(encoder.layers)}")
-        layer = encoder.layers[i]
-        def cov(kind: str, i: int = i):
-            return getattr(stats, kind)[i] if plan.data_aware else None
-
+    for i, layer, lp, cov in _planned_layers(encoder_of(model).layers, plan.layers, plan, stats, "encoder"):
         if lp.qk is not None:
             new = TwinSelfAttention.from_attention(layer.self_attn, lp.qk, lp.vo, cov("attn_in"), plan.mode)
             _check_attention(layer.self_attn, new, f"encoder layer {i} self_attn")
             layer.self_attn = new
-        for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
-            if rank is not None:
-                old = getattr(layer, name)
-                new = LowRankLinear.from_linear(old, rank, cov(f"{name}_in"))
-                _check_linear(old, new, f"encoder layer {i} {name}")
-                setattr(layer, name, new)
+        _factor_ffn(layer, lp, cov, f"encoder layer {i}")
     return {"before": before, "after": param_counts(model)}
+
+
+def _planned_layers(layers, ranks: dict[int, LayerPlan], plan: CompressionPlan, stats, part: str):
+    """(index, layer, its LayerPlan, cov(kind) -> that input's second moment or None) for
+    every layer `ranks` names. Raises ValueError on an index out of range."""
+    for i, lp in sorted(ranks.items()):
+        if not 0 <= i < len(layers):
+            raise ValueError(f"plan names {part} layer {i}; the {part} has {len(layers)}")
+
+        def cov(kind: str, i: int = i):
+            return getattr(stats, kind)[i] if plan.data_aware else None
+
+        yield i, layers[i], lp, cov
+
+
+def _factor_ffn(layer: nn.Module, lp: LayerPlan, cov, where: str) -> None:
+    """fc1/fc2 of `layer` -> `LowRankLinear` at the plan's ranks; cov(kind) gives the input
+    second moment for "fc1_in" / "fc2_in" (or None: plain SVD)."""
+    for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
+        if rank is not None:
+            old = getattr(layer, name)
+            new = LowRankLinear.from_linear(old, rank, cov(f"{name}_in"))
+            _check_linear(old, new, f"{where} {name}")
+            setattr(layer, name, new)
 
 
 def compress_decoder_ffn(model: nn.Module, plan: CompressionPlan, stats=None) -> dict:
@@ -98,17 +110,8 @@ def compress_decoder_ffn(model: nn.Module, plan: CompressionPlan, stats=None) ->
     if plan.data_aware and plan.decoder and stats is None:
         raise ValueError("a data-aware plan needs the decoder's activation statistics (stats)")
     before = param_counts(model)
-    decoder = decoder_of(model)
-    for i, lp in sorted(plan.decoder.items()):
-        if not 0 <= i < len(decoder.layers):
-            raise ValueError(f"plan names decoder layer {i}; the decoder has {len(decoder.layers)}")
-        for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
-            if rank is not None:
-                old = getattr(decoder.layers[i], name)
-                cov = getattr(stats, f"{name}_in")[i] if plan.data_aware else None
-                new = LowRankLinear.from_linear(old, rank, cov)
-                _check_linear(old, new, f"decoder layer {i} {name}")
-                setattr(decoder.layers[i], name, new)
+    for i, layer, lp, cov in _planned_layers(decoder_of(model).layers, plan.decoder, plan, stats, "decoder"):
+        _factor_ffn(layer, lp, cov, f"decoder layer {i}")
     return {"before": before, "after": param_counts(model)}
 
 
