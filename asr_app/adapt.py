@@ -60,9 +60,9 @@ class AdaptOptions:
             (default: the decoder stays dense). Its attention and embeddings stay dense.
         lora_rank: LoRA rank in both training stages.
         finetune_lora: where fine-tuning (and the control) puts its LoRA adapters:
-            "encoder" (the factored layers), "decoder" (every decoder attention and
-            feed-forward linear; the encoder stays as layer-wise distillation left it) or
-            "both".
+            "decoder" (default: every decoder attention and feed-forward linear; the
+            encoder stays as layer-wise distillation left it), "encoder" (the factored
+            layers; the default before) or "both".
         layerwise_epochs, finetune_epochs: passes over the speaker's windows.
         batch_size: windows per optimizer step.
         layerwise_lr, finetune_lr: peak learning rates.
@@ -101,7 +101,7 @@ class AdaptOptions:
     ffn: bool = True
     decoder_keep: float | None = None
     lora_rank: int = 64
-    finetune_lora: str = "encoder"
+    finetune_lora: str = "decoder"
     layerwise_epochs: float = 2.0
     finetune_epochs: float = 2.0
     batch_size: int = 2
@@ -180,7 +180,7 @@ class AdaptOptions:
             name += f"-kd{self.kd_weight:g}"
         if self.layerwise_teacher_input != default["layerwise_teacher_input"].default:
             name += f"-lwti{self.layerwise_teacher_input:g}"
-        if self.finetune_lora != "encoder":
+        if self.finetune_lora != default["finetune_lora"].default:
             name += f"-ft{self.finetune_lora}"
         if tuple(self.speed_perturb) != default["speed_perturb"].default:
             name += "-sp" + ("_".join(f"{sp:g}" for sp in self.speed_perturb) or "off")
@@ -333,6 +333,9 @@ def _batches(windows: list[Window], batch_size: int, rng: random.Random, with_la
 
 
 # -- state -----------------------------------------------------------------------------------
+_BEFORE_OPTION = {"finetune_lora": "encoder"}  # options whose default differs from the behaviour before them
+
+
 class _RunState:
     """state.json of a run folder: finished stages and their results (written atomically)."""
 
@@ -344,8 +347,8 @@ class _RunState:
         path = folder / "state.json"
         new = json.loads(json.dumps(asdict(options)))
         self.data = json.loads(path.read_text()) if path.is_file() else {"options": new, "stages": {}}
-        # an option added after this run started: the run used its default
-        old = {**json.loads(json.dumps(asdict(AdaptOptions()))), **self.data["options"]}
+        # an option added after this run started: the run used what the code did before it
+        old = {**json.loads(json.dumps(asdict(AdaptOptions()))), **_BEFORE_OPTION, **self.data["options"]}
         # the evaluation set and time budget may change between resumes; training options may not
         loose = ("general_set", "general_limit", "speaker_set", "speaker_filter", "time_budget_min", "threads", "control", "device", "checkpoint_every")
         if {k: v for k, v in old.items() if k not in loose} != {k: v for k, v in new.items() if k not in loose}:

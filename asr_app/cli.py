@@ -682,8 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", nargs="*", choices=("layerwise", "finetune"), help="leave out recovery stages (ablation)")
     p.add_argument("--no-control", action="store_true", help="skip the LoRA-only control model")
     p.add_argument("--lora-rank", type=int, default=64)
-    p.add_argument("--finetune-lora", choices=("encoder", "decoder", "both"), default="encoder",
-                   help="where end-to-end fine-tuning puts its LoRA adapters (default: the encoder's factors)")
+    p.add_argument("--finetune-lora", choices=("encoder", "decoder", "both"), default="decoder",
+                   help="where end-to-end fine-tuning puts its LoRA adapters (default: the decoder's linears; "
+                        "the encoder stays as layer-wise distillation left it)")
     p.add_argument("--layerwise-epochs", type=float, default=2.0)
     p.add_argument("--finetune-epochs", type=float, default=2.0)
     p.add_argument("--batch-size", type=int, default=2)

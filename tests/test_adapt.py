@@ -388,11 +388,12 @@ def test_finetune_lora_trains_only_the_part_it_is_told(tiny, tmp_path):
         lora_targets("embeddings")
     with pytest.raises(ValueError, match="finetune_lora"):
         AdaptOptions(finetune_lora="embeddings")
-    assert AdaptOptions(finetune_lora="decoder").run_name() == "tiny.en-keep0.55-ftdecoder"
-    # a run folder written before the option existed resumes under its default, not another value
-    opts = AdaptOptions()
+    assert AdaptOptions(finetune_lora="encoder").run_name() == "tiny.en-keep0.55-ftencoder"
+    assert AdaptOptions().run_name() == "tiny.en-keep0.55"
+    # a run folder written before the option existed fine-tuned the encoder: it resumes as that
+    opts = AdaptOptions(finetune_lora="encoder")
     state = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(opts))).items() if k != "finetune_lora"}
     (tmp_path / "state.json").write_text(json.dumps({"options": state, "stages": {"factor": {}}}))
     assert _RunState(tmp_path, opts).done("factor") == {}
     with pytest.raises(AdaptError, match="other options"):
-        _RunState(tmp_path, AdaptOptions(finetune_lora="decoder"))
+        _RunState(tmp_path, AdaptOptions())
