@@ -562,8 +562,7 @@ class Adapter:
 
     def _factor(self, teacher, stats, gains, speaker):
         from asr_app.compression.adaptwin.allocate import allocate_ranks, uniform_plan
-        from asr_app.compression.adaptwin.apply import (compress_decoder_ffn, compress_encoder, decoder_ffn_plan,
-                                                        param_counts)
+        from asr_app.compression.adaptwin.apply import compress_decoder_ffn, compress_encoder, decoder_ffn_plan
         from asr_app.compression.adaptwin.config import CompressionPlan
 
         opts = self.options
@@ -581,11 +580,12 @@ class Adapter:
             plan.data_aware = opts.data_aware
         if opts.decoder_keep is not None and not done:
             plan.decoder = decoder_ffn_plan(model, opts.decoder_keep)
-        before = compress_encoder(model, plan, stats)["before"]
+        counts = compress_encoder(model, plan, stats)
         if plan.decoder:
-            compress_decoder_ffn(model, plan, self._decoder_stats(teacher, speaker) if plan.data_aware else None)
+            decoder_stats = self._decoder_stats(teacher, speaker) if plan.data_aware else None
+            counts["after"] = compress_decoder_ffn(model, plan, decoder_stats)["after"]
         model.to(opts.device)
-        after = param_counts(model)
+        before, after = counts["before"], counts["after"]
         self.report.params = {"original": before, "compressed": after,
                               "removed_share": {k: round(1 - after[k] / before[k], 4) for k in before}}
         self.report.plan = plan.to_dict()
@@ -633,9 +633,12 @@ class Adapter:
                           kd_weight=opts.kd_weight, teacher_input_weight=opts.layerwise_teacher_input,
                           deadline_s=self._stage_deadline(share),
                           checkpoint_every=opts.checkpoint_every)
-        part = "encoder" if layerwise else opts.finetune_lora
-        if part == "encoder" and opts.decoder_keep is not None and not layerwise:
+        if layerwise:
+            part = "encoder"
+        elif opts.finetune_lora == "encoder" and opts.decoder_keep is not None:
             part = "both"  # the decoder's factors are recovered in fine-tuning only
+        else:
+            part = opts.finetune_lora
         peft_model = add_lora(model, opts.lora_rank, targets=lora_targets(part))
         ckpt = self.folder / f"{stage}.ckpt.safetensors"
         opt_state, start = None, 0

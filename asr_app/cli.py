@@ -493,8 +493,8 @@ def cmd_adapt(args) -> int:
     stages = tuple(s for s in ("layerwise", "finetune") if s not in (args.skip or []))
     opts = AdaptOptions(base=args.base, target_ratio=args.target_ratio, allocation=args.allocation,
                         data_aware=not args.plain, mode=args.qk, ffn=not args.attention_only,
-                        decoder_keep=args.decoder_keep,
-                        lora_rank=args.lora_rank, finetune_lora=args.finetune_lora, layerwise_epochs=args.layerwise_epochs,
+                        decoder_keep=args.decoder_keep, lora_rank=args.lora_rank, finetune_lora=args.finetune_lora,
+                        layerwise_epochs=args.layerwise_epochs,
                         finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
                         kd_weight=args.kd_weight, layerwise_teacher_input=args.layerwise_teacher_input,
                         replay=tuple(args.replay or ()), replay_ratio=args.replay_ratio,
