@@ -70,6 +70,9 @@ class AdaptOptions:
         layerwise_teacher_input: weight of layer-wise distillation's term that feeds each
             layer the original model's input to it, beside the term that feeds the layer's
             own compressed predecessors' output (0: that term only; see `layerwise_distill`).
+        layerwise_vtlp: layer-wise distillation warps each window's log-mel in frequency by a
+            random factor in [1 - v, 1 + v] (vocal tract length perturbation, applied to teacher
+            and student alike; 0 = off; see `train.warp_mel`).
         replay: dataset folders or manifests of other voices mixed into fine-tuning.
         replay_ratio: replay windows per speaker window (at most what the sets hold).
         stages: which recovery stages run ("layerwise", "finetune"); ablations drop some.
@@ -109,6 +112,7 @@ class AdaptOptions:
     finetune_lr: float = 5e-4
     kd_weight: float = 0.5
     layerwise_teacher_input: float = 1.0
+    layerwise_vtlp: float = 0.0
     replay: tuple[str, ...] = ()
     replay_ratio: float = 1.0
     stages: tuple[str, ...] = ("layerwise", "finetune")
@@ -147,6 +151,8 @@ class AdaptOptions:
                              f"got {self.speed_perturb}")
         if self.layerwise_teacher_input < 0:
             raise ValueError(f"layerwise_teacher_input must be >= 0, got {self.layerwise_teacher_input}")
+        if not 0 <= self.layerwise_vtlp < 0.5:
+            raise ValueError(f"layerwise_vtlp must be in [0, 0.5) (e.g. 0.1), got {self.layerwise_vtlp}")
         if self.decoder_keep is not None and not 0 < self.decoder_keep < 1:
             raise ValueError(f"decoder_keep must be in (0, 1) or None, got {self.decoder_keep}")
         if self.finetune_lora not in ("encoder", "decoder", "both"):
@@ -180,6 +186,8 @@ class AdaptOptions:
             name += f"-kd{self.kd_weight:g}"
         if self.layerwise_teacher_input != default["layerwise_teacher_input"].default:
             name += f"-lwti{self.layerwise_teacher_input:g}"
+        if self.layerwise_vtlp != default["layerwise_vtlp"].default:
+            name += f"-vtlp{self.layerwise_vtlp:g}"
         if self.finetune_lora != default["finetune_lora"].default:
             name += f"-ft{self.finetune_lora}"
         if tuple(self.speed_perturb) != default["speed_perturb"].default:
@@ -631,6 +639,7 @@ class Adapter:
         share = {"layerwise": 0.25, "finetune": 0.6, "control": 1.0}[stage]
         cfg = TrainConfig(steps=steps, lr=opts.layerwise_lr if layerwise else opts.finetune_lr,
                           kd_weight=opts.kd_weight, teacher_input_weight=opts.layerwise_teacher_input,
+                          vtlp=opts.layerwise_vtlp,
                           deadline_s=self._stage_deadline(share),
                           checkpoint_every=opts.checkpoint_every)
         if layerwise:

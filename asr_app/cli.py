@@ -497,6 +497,7 @@ def cmd_adapt(args) -> int:
                         layerwise_epochs=args.layerwise_epochs,
                         finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
                         kd_weight=args.kd_weight, layerwise_teacher_input=args.layerwise_teacher_input,
+                        layerwise_vtlp=args.layerwise_vtlp,
                         replay=tuple(args.replay or ()), replay_ratio=args.replay_ratio,
                         stages=stages, control=not args.no_control, general_set=args.general_set,
                         general_limit=args.general_limit, speaker_set=args.speaker_set,
@@ -692,6 +693,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layerwise-teacher-input", type=float, default=1.0, metavar="W",
                    help="layer-wise distillation: weight of the term feeding each layer the original model's "
                         "input to it, beside its compressed predecessors' output (default 1; 0 turns it off)")
+    p.add_argument("--layerwise-vtlp", type=float, default=0.0, metavar="V",
+                   help="layer-wise distillation: warp each window's log-mel in frequency by a random factor in "
+                        "[1-V, 1+V] (vocal tract length perturbation; default 0 = off)")
     p.add_argument("--full-windows", action="store_true",
                    help="pack every training window to 29 s (default: random fill lengths)")
     p.add_argument("--calibration-replay-share", type=float, default=0.0,

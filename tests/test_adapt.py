@@ -188,17 +188,10 @@ def test_merged_lora_equals_unmerged_and_layerwise_distillation_learns(tiny):
     assert after < before
 
 
-def test_layerwise_loss_feeds_each_layer_its_own_and_the_teachers_input(tiny):
-    """The reported loss of the first step is (sum_i nmse(S_i(s_{i-1}), y_i) + w * nmse(S_i(t_{i-1}),
-    y_i)) / layers, recomputed here layer by layer from plain forwards (LoRA starts at zero)."""
-    from asr_app.compression.adaptwin.allocate import uniform_plan
-    from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.train import TrainConfig, add_lora, layerwise_distill
-
-    mel = _mel(tiny)
-    student = copy.deepcopy(tiny.model)
-    compress_encoder(student, uniform_plan(student, 0.5))
-    t_enc, s_enc = tiny.model.model.encoder, student.model.encoder
+def _layerwise_first_loss_parts(teacher, student, mel):
+    """(own, imitate): sums over layers of nmse(S_i(s_{i-1}), y_i) and nmse(S_i(t_{i-1}), y_i),
+    recomputed layer by layer from plain forwards."""
+    t_enc, s_enc = teacher.model.encoder, student.model.encoder
     nmse = lambda a, y: float((a - y).pow(2).mean() / y.pow(2).mean())  # noqa: E731
 
     def run(layer, x):
@@ -212,16 +205,70 @@ def test_layerwise_loss_feeds_each_layer_its_own_and_the_teachers_input(tiny):
             y, out = run(t_layer, x_t), run(s_layer, x_s)
             own, imitate = own + nmse(out, y), imitate + nmse(run(s_layer, x_t), y)
             x_t, x_s = y, out
-    n = len(t_enc.layers)
+    return own, imitate
+
+
+def _first_layerwise_loss(student, teacher, mel, cfg, start_step: int = 0) -> float:
+    from asr_app.compression.adaptwin.train import add_lora, layerwise_distill
+
+    losses = []
+    layerwise_distill(add_lora(copy.deepcopy(student), rank=4), teacher, [mel], cfg, start_step=start_step,
+                      on_step=lambda step, loss: losses.append(loss))
+    return losses[0]
+
+
+def test_layerwise_loss_feeds_each_layer_its_own_and_the_teachers_input(tiny):
+    """The reported loss of the first step is (sum_i nmse(S_i(s_{i-1}), y_i) + w * nmse(S_i(t_{i-1}),
+    y_i)) / layers, recomputed here layer by layer from plain forwards (LoRA starts at zero)."""
+    from asr_app.compression.adaptwin.allocate import uniform_plan
+    from asr_app.compression.adaptwin.apply import compress_encoder
+    from asr_app.compression.adaptwin.train import TrainConfig
+
+    mel = _mel(tiny)
+    student = copy.deepcopy(tiny.model)
+    compress_encoder(student, uniform_plan(student, 0.5))
+    own, imitate = _layerwise_first_loss_parts(tiny.model, student, mel)
+    n = len(student.model.encoder.layers)
     assert imitate > 0 and own > imitate  # errors compound along the student's own chain
     for weight in (0.0, 1.0, 0.5):
-        losses = []
-        layerwise_distill(add_lora(copy.deepcopy(student), rank=4), tiny.model, [mel],
-                          TrainConfig(steps=1, lr=1e-6, teacher_input_weight=weight),
-                          on_step=lambda step, loss, seen=losses: seen.append(loss))
-        assert losses == [pytest.approx((own + weight * imitate) / n, rel=1e-4)], weight
+        loss = _first_layerwise_loss(student, tiny.model, mel, TrainConfig(steps=1, lr=1e-6, teacher_input_weight=weight))
+        assert loss == pytest.approx((own + weight * imitate) / n, rel=1e-4), weight
     with pytest.raises(ValueError, match="teacher_input_weight"):
         TrainConfig(teacher_input_weight=-1)
+
+
+def test_vtlp_warps_the_mel_axis_and_layerwise_distills_on_the_warped_window(tiny):
+    """warp_mel moves spectral detail along the mel axis only (up for alpha > 1), is the identity
+    at alpha 1; with cfg.vtlp layer-wise distillation's loss at a step is the one computed on
+    the window warped by the factor drawn from the generator seeded with that step (here step
+    3 of a resumed run)."""
+    from asr_app.compression.adaptwin.allocate import uniform_plan
+    from asr_app.compression.adaptwin.apply import compress_encoder
+    from asr_app.compression.adaptwin.train import TrainConfig, warp_mel
+
+    peak = torch.zeros(2, 80, 5)
+    peak[:, 40, 3] = 1.0
+    warped = warp_mel(peak, torch.tensor([1.1, 0.9]))
+    assert warped[0, :, 3].argmax() == 44 and warped[1, :, 3].argmax() == 36
+    assert warped[:, :, [0, 1, 2, 4]].abs().max() == 0  # frames untouched
+    mel = _mel(tiny)
+    torch.testing.assert_close(warp_mel(mel, torch.ones(1)), mel)
+    with pytest.raises(ValueError, match="shape"):
+        warp_mel(mel, torch.ones(2))
+    with pytest.raises(ValueError, match="> 0"):
+        warp_mel(mel, torch.zeros(1))
+    with pytest.raises(ValueError, match="vtlp"):
+        TrainConfig(vtlp=0.5)
+
+    student = copy.deepcopy(tiny.model)
+    compress_encoder(student, uniform_plan(student, 0.5))
+    alpha = 1 + 0.2 * (2 * torch.rand(1, generator=torch.Generator().manual_seed(3)) - 1)
+    assert abs(float(alpha) - 1) > 0.01
+    own, imitate = _layerwise_first_loss_parts(tiny.model, student, warp_mel(mel, alpha))
+    plain_own, plain_imitate = _layerwise_first_loss_parts(tiny.model, student, mel)
+    assert own + imitate != pytest.approx(plain_own + plain_imitate, rel=1e-3)
+    loss = _first_layerwise_loss(student, tiny.model, mel, TrainConfig(steps=4, lr=1e-6, vtlp=0.2), start_step=3)
+    assert loss == pytest.approx((own + imitate) / len(student.model.encoder.layers), rel=1e-4)
 
 
 def test_saved_compressed_model_reloads_and_decodes_identically(tiny, tmp_path):
