@@ -437,6 +437,7 @@ class Adapter:
 
     # -- stages ---------------------------------------------------------------------------
     def run(self) -> AdaptReport:
+        """Run (or resume) every stage in order; returns the report, also saved in the run folder."""
         import torch
 
         opts = self.options

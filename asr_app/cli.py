@@ -159,6 +159,7 @@ class _TqdmProgress:
 
 
 def cmd_transcribe(args) -> int:
+    """`asr-app transcribe`: files and folders in batch (resumable), or `--live`; returns the exit code."""
     from asr_app.batch import plan_jobs, run_batch
     from asr_app.outputs import FORMATS
     from asr_app.transcribe import Transcriber
@@ -241,6 +242,7 @@ def cmd_live(args) -> int:
 
 # -- eval ----------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
+    """`asr-app eval`: corpus-level WER of a model on a dataset; returns the exit code."""
     from tqdm import tqdm
 
     from asr_app.datasets import load_dataset
@@ -313,6 +315,7 @@ def cmd_bench_live(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    """`asr-app bench`: RTF, latency and memory against the reference in the same run; returns the exit code."""
     if args.live:
         return cmd_bench_live(args)
     from asr_app.bench import BenchConfig, results_to_dict, run_bench
@@ -391,6 +394,7 @@ def _asr_check(args):
 
 
 def cmd_enroll(args) -> int:
+    """`asr-app enroll`: record prompted takes into a profile, resuming a session; returns the exit code."""
     from asr_app.enroll.profile import Profile, profile_path
     from asr_app.enroll.quality import QualityOptions
     from asr_app.enroll.session import profile_progress
@@ -463,6 +467,7 @@ def _enroll_record(args, profile, quality) -> int:
 
 
 def cmd_profiles(args) -> int:
+    """`asr-app profiles`: list enrollment profiles and their adapted models; returns the exit code."""
     from asr_app.enroll.profile import Profile, profiles_root
 
     root = profiles_root()
@@ -571,6 +576,7 @@ def cmd_prompts(args) -> int:
 
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The `asr-app` argument parser with one subcommand per command."""
     from asr_app import __version__
 
     parser = argparse.ArgumentParser(prog="asr-app", description="On-device Whisper speech recognition.")

@@ -77,6 +77,7 @@ class LiveSession:
         self.stream.insert_audio(chunk)
 
     def process(self) -> StreamUpdate | None:
+        """At most one decode of the audio so far, as the streaming policy calls for; None when none was due."""
         t0 = time.perf_counter()
         update = self.stream.process()
         self.state.compute_s += time.perf_counter() - t0

@@ -18,6 +18,8 @@ VAD_FRAME_SAMPLES = 512  # 32 ms: silero-vad's frame at 16 kHz
 
 
 class TakeState(Enum):
+    """Where a take is: waiting for speech, speech heard, or ended by trailing silence."""
+
     WAITING = "waiting"  # no speech yet
     SPEAKING = "speaking"
     DONE = "done"
