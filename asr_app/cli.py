@@ -487,6 +487,16 @@ def cmd_profiles(args) -> int:
     return 0
 
 
+def resolve_train_device(device: str) -> str:
+    """"auto" -> "cuda" when torch sees a CUDA GPU, else "cpu"; "cpu" and "cuda" unchanged
+    (a missing GPU for "cuda" is reported when the model loads)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def cmd_adapt(args) -> int:
     """`asr-app adapt`: AdaPTwin compression + adaptation of a profile (see asr_app.adapt)."""
     from tqdm import tqdm
@@ -507,7 +517,7 @@ def cmd_adapt(args) -> int:
                         stages=stages, control=not args.no_control, general_set=args.general_set,
                         general_limit=args.general_limit, speaker_set=args.speaker_set,
                         speaker_filter=args.speaker_filter, time_budget_min=args.time_budget_min,
-                        device=args.device, threads=args.threads, seed=args.seed,
+                        device=resolve_train_device(args.device), threads=args.threads, seed=args.seed,
                         varied_windows=not args.full_windows,
                         calibration_replay_share=args.calibration_replay_share,
                         speed_perturb=tuple(args.speed_perturb))
@@ -531,6 +541,9 @@ def cmd_adapt(args) -> int:
         elif kind == "info":
             print(payload, file=sys.stderr)
 
+    if args.device == "auto":
+        print(f"training on {'the CUDA GPU' if opts.device == 'cuda' else 'the CPU'} (--device to choose)",
+              file=sys.stderr)
     if not opts.replay:
         print("note: no --replay set of other voices given; forgetting is held back by distillation "
               "toward the original model only", file=sys.stderr)
@@ -710,7 +723,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train also on copies of the speaker and replay takes played at these speeds "
                         "(default 0.9 1.1; give none to turn it off)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train (default auto: a CUDA GPU when torch sees one, else the CPU)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_adapt)

@@ -444,3 +444,16 @@ def test_finetune_lora_trains_only_the_part_it_is_told(tiny, tmp_path):
     assert _RunState(tmp_path, opts).done("factor") == {}
     with pytest.raises(AdaptError, match="other options"):
         _RunState(tmp_path, AdaptOptions())
+
+
+def test_adapt_trains_on_a_gpu_when_torch_sees_one(monkeypatch):
+    from asr_app.cli import build_parser, resolve_train_device
+
+    args = build_parser().parse_args(["adapt", "--profile", "me"])
+    assert args.device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_train_device("auto") == "cuda"
+    assert resolve_train_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_train_device("auto") == "cpu"
+    assert resolve_train_device("cuda") == "cuda"  # load_model says there is none, in one line
