@@ -57,7 +57,10 @@ class AdaptOptions:
         ffn: also factor fc1/fc2 (needed past about 30% of the encoder).
         decoder_keep: also factor the decoder's fc1/fc2, keeping about this share of their
             parameters (speaker-whitened when data_aware, one rank for all), or None
-            (default: the decoder stays dense). Its attention and embeddings stay dense.
+            (default: the decoder stays dense).
+        decoder_attention_rank: also factor every decoder self- and cross-attention at this
+            per-head rank (1..head_dim; its KV cache shrinks to rank-wide keys and values), or
+            None (default: dense). The token embedding always stays dense.
         lora_rank: LoRA rank in both training stages.
         finetune_lora: where fine-tuning (and the control) puts its LoRA adapters:
             "decoder" (default: every decoder attention and feed-forward linear; the
@@ -103,6 +106,7 @@ class AdaptOptions:
     mode: str = "joint"
     ffn: bool = True
     decoder_keep: float | None = None
+    decoder_attention_rank: int | None = None
     lora_rank: int = 64
     finetune_lora: str = "decoder"
     layerwise_epochs: float = 2.0
@@ -155,6 +159,8 @@ class AdaptOptions:
             raise ValueError(f"layerwise_vtlp must be in [0, 0.5) (e.g. 0.1), got {self.layerwise_vtlp}")
         if self.decoder_keep is not None and not 0 < self.decoder_keep < 1:
             raise ValueError(f"decoder_keep must be in (0, 1) or None, got {self.decoder_keep}")
+        if self.decoder_attention_rank is not None and self.decoder_attention_rank < 1:
+            raise ValueError(f"decoder_attention_rank must be >= 1 (e.g. 32 of 64), got {self.decoder_attention_rank}")
         if self.finetune_lora not in ("encoder", "decoder", "both"):
             raise ValueError(f"finetune_lora must be 'encoder', 'decoder' or 'both', got {self.finetune_lora!r}")
         if self.batch_size < 1 or self.lora_rank < 1:
@@ -174,6 +180,8 @@ class AdaptOptions:
             name += "-attnonly"
         if self.decoder_keep is not None:
             name += f"-dec{self.decoder_keep:g}"
+        if self.decoder_attention_rank is not None:
+            name += f"-decattn{self.decoder_attention_rank}"
         if not self.varied_windows:
             name += "-fullwin"
         if self.calibration_replay_share:
@@ -450,6 +458,10 @@ class Adapter:
         teacher = bundle.model
         for p in teacher.parameters():
             p.requires_grad_(False)
+        head_dim = teacher.config.d_model // teacher.config.decoder_attention_heads
+        if opts.decoder_attention_rank is not None and opts.decoder_attention_rank > head_dim:
+            raise AdaptError(f"--decoder-attention-rank {opts.decoder_attention_rank} is above {opts.base}'s "
+                             f"head_dim {head_dim}: choose 1..{head_dim}")
 
         speaker, replay, perturbed, data = self._prepare_data(bundle)  # 1 data
         # 2 calibrate
@@ -551,9 +563,10 @@ class Adapter:
         self.report.stages["calibrate"] = result
         return stats, gains
 
-    def _decoder_stats(self, teacher, speaker):
-        """Second moments of the decoder fc inputs on the speaker's calibration windows,
-        teacher-forced on their transcripts (saved, so a resumed run factors the same)."""
+    def _decoder_stats(self, teacher, speaker, attention: bool = False):
+        """Second moments of the decoder fc inputs (and with `attention`, its attention inputs)
+        on the speaker's calibration windows, teacher-forced on their transcripts (saved, so a
+        resumed run factors the same)."""
         import torch
         from safetensors.torch import load_file
 
@@ -561,17 +574,21 @@ class Adapter:
 
         path = self.folder / "decoder_stats.safetensors"
         if path.is_file():
-            return DecoderStats.from_state_dict(load_file(str(path)))
+            stats = DecoderStats.from_state_dict(load_file(str(path)))
+            if stats.self_in is not None or not attention:
+                return stats
         windows = _evenly(speaker, self.options.calibration_windows)
         batches = [(torch.from_numpy(w.mel[None]), torch.tensor([w.labels])) for w in windows]
         stats = collect_decoder_stats(teacher, batches,
-                                      lambda b: self._event("progress", ("factor", b + 1, len(batches))))
+                                      lambda b: self._event("progress", ("factor", b + 1, len(batches))),
+                                      attention=attention)
         _save_tensors(stats.state_dict(), path)
         return stats
 
     def _factor(self, teacher, stats, gains, speaker):
         from asr_app.compression.adaptwin.allocate import allocate_ranks, uniform_plan
-        from asr_app.compression.adaptwin.apply import compress_decoder_ffn, compress_encoder, decoder_ffn_plan
+        from asr_app.compression.adaptwin.apply import (compress_decoder_attention, compress_decoder_ffn,
+                                                        compress_encoder, decoder_ffn_plan)
         from asr_app.compression.adaptwin.config import CompressionPlan
 
         opts = self.options
@@ -589,10 +606,16 @@ class Adapter:
             plan.data_aware = opts.data_aware
         if opts.decoder_keep is not None and not done:
             plan.decoder = decoder_ffn_plan(model, opts.decoder_keep)
+        if opts.decoder_attention_rank is not None and not done:
+            plan.decoder_attention = opts.decoder_attention_rank
         counts = compress_encoder(model, plan, stats)
-        if plan.decoder:
-            decoder_stats = self._decoder_stats(teacher, speaker) if plan.data_aware else None
-            counts["after"] = compress_decoder_ffn(model, plan, decoder_stats)["after"]
+        if plan.decoder or plan.decoder_attention is not None:
+            attention = plan.decoder_attention is not None
+            decoder_stats = self._decoder_stats(teacher, speaker, attention) if plan.data_aware else None
+            if plan.decoder:
+                counts["after"] = compress_decoder_ffn(model, plan, decoder_stats)["after"]
+            if attention:
+                counts["after"] = compress_decoder_attention(model, plan, decoder_stats)["after"]
         model.to(opts.device)
         before, after = counts["before"], counts["after"]
         self.report.params = {"original": before, "compressed": after,
@@ -645,7 +668,7 @@ class Adapter:
                           checkpoint_every=opts.checkpoint_every)
         if layerwise:
             part = "encoder"
-        elif opts.finetune_lora == "encoder" and opts.decoder_keep is not None:
+        elif opts.finetune_lora == "encoder" and (opts.decoder_keep is not None or opts.decoder_attention_rank):
             part = "both"  # the decoder's factors are recovered in fine-tuning only
         else:
             part = opts.finetune_lora

@@ -508,7 +508,8 @@ def cmd_adapt(args) -> int:
     stages = tuple(s for s in ("layerwise", "finetune") if s not in (args.skip or []))
     opts = AdaptOptions(base=args.base, target_ratio=args.target_ratio, allocation=args.allocation,
                         data_aware=not args.plain, mode=args.qk, ffn=not args.attention_only,
-                        decoder_keep=args.decoder_keep, lora_rank=args.lora_rank, finetune_lora=args.finetune_lora,
+                        decoder_keep=args.decoder_keep, decoder_attention_rank=args.decoder_attention_rank,
+                        lora_rank=args.lora_rank, finetune_lora=args.finetune_lora,
                         layerwise_epochs=args.layerwise_epochs,
                         finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
                         kd_weight=args.kd_weight, layerwise_teacher_input=args.layerwise_teacher_input,
@@ -557,7 +558,9 @@ def cmd_adapt(args) -> int:
           f"{p['original']['encoder']:,} -> {p['compressed']['encoder']:,} ({100 * r['encoder']:.1f}%); "
           f"whole model {p['original']['model']:,} -> {p['compressed']['model']:,} ({100 * r['model']:.1f}%)")
     if r.get("decoder"):
-        print(f"decoder (feed-forward factored; attention and embeddings dense) {p['original']['decoder']:,} -> "
+        parts = " and ".join(n for n, on in (("feed-forward", opts.decoder_keep is not None),
+                                             ("attention", opts.decoder_attention_rank is not None)) if on)
+        print(f"decoder ({parts} factored; token embedding dense) {p['original']['decoder']:,} -> "
               f"{p['compressed']['decoder']:,} ({100 * r['decoder']:.1f}% removed)")
     for set_name, row in report.wer.items():
         cells = "  ".join(f"{k} {v:.2f}%" for k, v in row.items() if k not in ("set", "utterances"))
@@ -699,6 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-keep", type=float, default=None, metavar="SHARE",
                    help="also factor the decoder's fc1/fc2, keeping this share of their parameters "
                         "(default: decoder dense)")
+    p.add_argument("--decoder-attention-rank", type=int, default=None, metavar="R",
+                   help="also factor every decoder self- and cross-attention at this rank per head "
+                        "(head_dim is 64; the KV cache shrinks to R wide; default: dense)")
     p.add_argument("--skip", nargs="*", choices=("layerwise", "finetune"), help="leave out recovery stages (ablation)")
     p.add_argument("--no-control", action="store_true", help="skip the LoRA-only control model")
     p.add_argument("--lora-rank", type=int, default=64)

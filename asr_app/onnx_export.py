@@ -15,7 +15,9 @@ decoder.onnx   tokens (B, T) int64, self_k, self_v (L_dec, B, H, P, head_dim) (t
 
 Weight handling: the 1/sqrt(head_dim) attention scale is folded into the query weights;
 a compressed encoder's twin attention is written as `TwinAttention` with heads of smaller
-rank zero-padded; low-rank feed-forward layers as `LowRankLinear`. `quantize="int8"`
+rank zero-padded; low-rank feed-forward layers as `LowRankLinear`; factored decoder
+attention (`--decoder-attention-rank R`) as stock operators with head_dim R, so the KV
+cache above is R wide. `quantize="int8"`
 stores every linear weight as int8 per output channel (symmetric) with float32 scales and
 quantizes activations per tensor at run time (`Int8MatMul`, `...Int8` ops); the two
 convolutions stay float32. `quantize="fp16"` stores float16 weights and runs in float16
@@ -200,6 +202,23 @@ def twin_weights(attn) -> tuple[np.ndarray, ...]:
     return out[0], out[1], bq.reshape(h, 1, r), wv.reshape(h, rv, d).transpose(0, 2, 1), wo
 
 
+def decoder_head_dim(model) -> int:
+    """Per-head width of every decoder attention (head_dim, or the rank of factored ones):
+    one number, since the KV cache stacks all layers.
+
+    Raises:
+        ExportError: decoder attentions of different widths.
+    """
+    dims = {a.head_dim for layer in model.model.decoder.layers for a in (layer.self_attn, layer.encoder_attn)}
+    if len(dims) != 1:
+        raise ExportError(f"decoder attentions have different head widths {sorted(dims)}; the KV cache needs one")
+    return dims.pop()
+
+
+def _bias(linear):
+    return None if linear.bias is None else _np(linear.bias)
+
+
 def _feed_forward(g: _Graph, x: str, layer, hint: str) -> str:
     h = g.layer_norm(x, layer.final_layer_norm, hint + ".ln2")
     h = g.dense_or_low_rank(g.gelu(g.dense_or_low_rank(h, layer.fc1, hint + ".fc1")), layer.fc2, hint + ".fc2")
@@ -254,12 +273,12 @@ def build_encoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
         x = _feed_forward(g, g.op("Add", [x, h]), layer, hint)
     feats = g.layer_norm(x, enc.layer_norm, "enc.ln")
     _to_output(g, feats, "audio_features")
-    h, hd = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
+    h, hd = cfg.decoder_attention_heads, decoder_head_dim(model)
     ks, vs = [], []
     for i, layer in enumerate(dec.layers):
         a = layer.encoder_attn
         ks.append(g.heads(g.linear(feats, _np(a.k_proj.weight), None, f"dec.{i}.xk"), h, hd))
-        vs.append(g.heads(g.linear(feats, _np(a.v_proj.weight), _np(a.v_proj.bias), f"dec.{i}.xv"), h, hd))
+        vs.append(g.heads(g.linear(feats, _np(a.v_proj.weight), _bias(a.v_proj), f"dec.{i}.xv"), h, hd))
     _to_output(g, _stack(g, ks), "cross_k")
     _to_output(g, _stack(g, vs), "cross_v")
     f32 = TensorProto.FLOAT
@@ -279,7 +298,7 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
     dec = model.model.decoder
     cfg = model.config
     g = _Graph(quantize, keep_float)
-    h, hd = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
+    h, hd = cfg.decoder_attention_heads, decoder_head_dim(model)
     emb = _np(dec.embed_tokens.weight)  # (vocab, D), tied with the output projection
     int8_embed = g.int8("embed")
     if int8_embed:
@@ -318,7 +337,7 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
         hs = g.layer_norm(x, layer.self_attn_layer_norm, hint + ".ln1")
         q = g.heads(g.linear(hs, _np(a.q_proj.weight) * s, _np(a.q_proj.bias) * s, hint + ".q"), h, hd)
         k = g.heads(g.linear(hs, _np(a.k_proj.weight), None, hint + ".k"), h, hd)
-        v = g.heads(g.linear(hs, _np(a.v_proj.weight), _np(a.v_proj.bias), hint + ".v"), h, hd)
+        v = g.heads(g.linear(hs, _np(a.v_proj.weight), _bias(a.v_proj), hint + ".v"), h, hd)
         k = g.op("Concat", [g.op("Gather", [self_k, idx], axis=0), k], axis=2)
         v = g.op("Concat", [g.op("Gather", [self_v, idx], axis=0), v], axis=2)
         present_k.append(k)
@@ -432,7 +451,7 @@ def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite:
         "num_mel_bins": cfg.num_mel_bins, "vocab_size": cfg.vocab_size, "d_model": cfg.d_model,
         "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers,
         "decoder_attention_heads": cfg.decoder_attention_heads,
-        "head_dim": cfg.d_model // cfg.decoder_attention_heads,
+        "head_dim": decoder_head_dim(model),
         "max_source_positions": cfg.max_source_positions, "max_target_positions": cfg.max_target_positions,
         "suppress_tokens": list(model.generation_config.suppress_tokens or []),
         "parameters": int(sum(p.numel() for p in model.parameters())),

@@ -121,6 +121,74 @@ def test_decoder_feed_forward_factors_full_rank_exact_whitened_better_and_reload
         CompressionPlan(decoder={0: LayerPlan([8] * 6, [8] * 6)})
 
 
+def test_decoder_attention_twins_full_rank_exact_whitened_better_smaller_kv_cache_and_reload(tiny, tmp_path):
+    """The decoder attention option: self- and cross-attention twins at one rank, whitened
+    with the decoder's token statistics and the encoder output's; the KV cache narrows."""
+    from asr_app.compression.adaptwin.apply import compress_decoder_attention, param_counts
+    from asr_app.compression.adaptwin.calibrate import DecoderStats, collect_decoder_stats
+    from asr_app.compression.adaptwin.checkpoint import save_compressed
+    from asr_app.compression.adaptwin.config import CompressionPlan
+    from asr_app.models import load_model
+
+    mel = _mel(tiny)
+    tokens = _greedy_tokens(tiny, mel)
+    labels = torch.tensor([tokens + [-100] * 5])
+    stats = collect_decoder_stats(tiny.model, [(mel, labels)], attention=True)
+    assert stats.self_in[3].shape == stats.cross_in[3].shape == stats.audio_in.shape == (384, 384)
+    again = DecoderStats.from_state_dict(stats.state_dict())
+    assert torch.equal(again.audio_in, stats.audio_in) and torch.equal(again.cross_in[2], stats.cross_in[2])
+    assert collect_decoder_stats(tiny.model, [(mel, labels)]).self_in is None  # only when asked
+
+    def logits(model):
+        with torch.no_grad():
+            return model(input_features=mel, labels=labels).logits
+
+    want = logits(tiny.model)
+    for data_aware in (True, False):
+        full = copy.deepcopy(tiny.model)
+        compress_decoder_attention(full, CompressionPlan(data_aware=data_aware, decoder_attention=64),
+                                   stats if data_aware else None)
+        torch.testing.assert_close(logits(full), want, rtol=1e-3, atol=2e-3)
+    assert _greedy_tokens(_copy_bundle(tiny, full), mel) == tokens  # cached decoding, same tokens
+
+    errors, models = {}, {}
+    for data_aware in (True, False):
+        model = copy.deepcopy(tiny.model)
+        plan = CompressionPlan(data_aware=data_aware, decoder_attention=32)
+        counts = compress_decoder_attention(model, plan, stats if data_aware else None)
+        errors[data_aware], models[data_aware] = (logits(model) - want).pow(2).mean().item(), model
+    assert errors[True] < errors[False]  # whitening with the inputs each side sees wins
+    removed = counts["before"]["decoder"] - counts["after"]["decoder"]
+    assert removed == 8 * ((4 * 384 * 384 + 3 * 384) - (4 * 384 * 192 + 192 + 384))  # 8 attentions, 6 heads x 32
+    assert counts["after"]["encoder"] == counts["before"]["encoder"]
+    model, plan = models[True], CompressionPlan(data_aware=True, decoder_attention=32)
+    with torch.no_grad():
+        out = model(input_features=mel, decoder_input_ids=torch.tensor([tokens[:4]]), use_cache=True)
+    cache = out.past_key_values
+    assert cache.self_attention_cache.layers[0].keys.shape == (1, 6, 4, 32)
+    assert cache.cross_attention_cache.layers[0].values.shape == (1, 6, 1500, 32)
+
+    folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "tiny.en"})
+    tiny.tokenizer.save_pretrained(str(folder))
+    tiny.feature_extractor.save_pretrained(str(folder))
+    reloaded = load_model(str(folder))
+    assert param_counts(reloaded.model) == param_counts(model)
+    assert _greedy_tokens(reloaded, mel) == _greedy_tokens(_copy_bundle(tiny, model), mel)
+    with pytest.raises(ValueError, match="statistics"):
+        compress_decoder_attention(copy.deepcopy(tiny.model), plan, None)
+    with pytest.raises(ValueError, match="already factored"):
+        compress_decoder_attention(model, CompressionPlan(data_aware=False, decoder_attention=16))
+    with pytest.raises(ValueError, match="1..64"):
+        compress_decoder_attention(copy.deepcopy(tiny.model), CompressionPlan(data_aware=False, decoder_attention=65))
+    with pytest.raises(ValueError, match=">= 1"):
+        CompressionPlan(decoder_attention=0)
+    from asr_app.adapt import AdaptOptions
+
+    assert AdaptOptions(decoder_attention_rank=32).run_name() == "tiny.en-keep0.55-decattn32"
+    with pytest.raises(ValueError, match="decoder_attention_rank"):
+        AdaptOptions(decoder_attention_rank=0)
+
+
 def test_surgery_checks_feed_forward_keys():
     from asr_app.compression.adaptwin.apply import _check_linear
     from asr_app.compression.adaptwin.layer import LowRankLinear
@@ -318,7 +386,7 @@ def test_adapt_resumes_after_interruption_and_profile_loads_its_model(tiny, tmp_
     monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path / "data"))
     profile = _small_profile(tmp_path)
     opts = AdaptOptions(target_ratio=0.7, layerwise_epochs=1, finetune_epochs=1, batch_size=1, lora_rank=4,
-                        control=False, checkpoint_every=2, threads=2, decoder_keep=0.8)
+                        control=False, checkpoint_every=2, threads=2, decoder_keep=0.8, decoder_attention_rank=56)
     events = []
 
     def interrupt(kind, payload):
@@ -337,7 +405,9 @@ def test_adapt_resumes_after_interruption_and_profile_loads_its_model(tiny, tmp_
     assert not [p for k, p in events if k == "progress" and p[0] == "layerwise"]  # finished stage not redone
     assert report.stages["finetune"]["steps"] == report.stages["finetune"]["planned_steps"]
     assert 0.29 < report.params["removed_share"]["encoder"] < 0.31
-    assert 0.025 < report.params["removed_share"]["decoder"] < 0.04  # a fifth of fc1/fc2; embeddings dense
+    # a fifth of fc1/fc2 (3.2% of the decoder) and 8/64 of the attention (2.0%); embeddings dense
+    assert 0.045 < report.params["removed_share"]["decoder"] < 0.06
+    assert report.plan["decoder_attention"] == 56
     assert (run_dir / "decoder_stats.safetensors").is_file()  # the resumed run factored from the same statistics
     assert set(report.wer["heldout"]) >= {"original", "compressed"}
     # the profile now lists the model, and --profile-dir loads it

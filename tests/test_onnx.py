@@ -186,12 +186,12 @@ def test_int8_wer_within_half_a_point_of_torch(tiny, exported):
 
 
 def test_compressed_model_exports_as_own_ops_and_decodes_like_torch(tiny, tmp_path):
-    """An adapted model with unequal per-head ranks and a factored decoder feed-forward:
-    exported into its own folder on first use, TwinAttention and LowRankLinear nodes, the
-    same greedy tokens as torch."""
+    """An adapted model with unequal per-head ranks, a factored decoder feed-forward and
+    rank-56 decoder attention: exported into its own folder on first use, TwinAttention and
+    LowRankLinear nodes, a 56-wide KV cache, the same greedy tokens as torch."""
     import onnx
 
-    from asr_app.compression.adaptwin.apply import compress_decoder_ffn, compress_encoder
+    from asr_app.compression.adaptwin.apply import compress_decoder_attention, compress_decoder_ffn, compress_encoder
     from asr_app.compression.adaptwin.checkpoint import save_compressed
     from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
     from asr_app.kernels.ops import DOMAIN
@@ -200,9 +200,10 @@ def test_compressed_model_exports_as_own_ops_and_decodes_like_torch(tiny, tmp_pa
     model = copy.deepcopy(tiny.model)
     qk, vo = [64, 60, 56, 64, 48, 62], [64, 50, 64, 60, 64, 56]
     plan = CompressionPlan({i: LayerPlan(qk, vo, 320, 320) for i in range(4)}, False, "joint",
-                           decoder={i: LayerPlan(fc1=320, fc2=300) for i in range(4)})
+                           decoder={i: LayerPlan(fc1=320, fc2=300) for i in range(4)}, decoder_attention=56)
     compress_encoder(model, plan)
     compress_decoder_ffn(model, plan)
+    compress_decoder_attention(model, plan)
     folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "tiny.en", "language": "en"})
     tiny.tokenizer.save_pretrained(str(folder))
     tiny.feature_extractor.save_pretrained(str(folder))
@@ -215,6 +216,8 @@ def test_compressed_model_exports_as_own_ops_and_decodes_like_torch(tiny, tmp_pa
     assert {n.op_type for n in enc.graph.node if n.domain == DOMAIN} == {"TwinAttention", "LowRankLinear"}
     dec = onnx.load(str(folder / "onnx-none" / "decoder.onnx"))
     assert sum(n.op_type == "LowRankLinear" for n in dec.graph.node if n.domain == DOMAIN) == 8  # fc1, fc2 x 4
+    assert json.loads((folder / "onnx-none" / "config.json").read_text())["head_dim"] == 56
+    assert [d.dim_value for d in dec.graph.input[1].type.tensor_type.shape.dim][-1] == 56  # self_k
     for mel in _mels(tiny, [JFK]):
         want = _greedy(torch_bundle, mel)
         assert len(want) > 10 and _greedy(onnx_bundle, mel) == want

@@ -1,8 +1,9 @@
-"""Model surgery: factor a Whisper encoder (and optionally the decoder's feed-forward
-layers) by a CompressionPlan, checked key by key."""
+"""Model surgery: factor a Whisper encoder (and optionally the decoder's feed-forward and
+attention layers) by a CompressionPlan, checked key by key."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
@@ -115,6 +116,111 @@ def compress_decoder_ffn(model: nn.Module, plan: CompressionPlan, stats=None) ->
     return {"before": before, "after": param_counts(model)}
 
 
+def _shrink_attention(attn: nn.Module, rank: int) -> None:
+    """Give a Hugging Face `WhisperAttention` rank-wide heads: q/k/v_proj (heads*rank, d_model),
+    out_proj (d_model, heads*rank), no value bias (folded into out_proj's), head_dim = rank
+    and scale 1 (folded into q_proj). Weights are left uninitialized."""
+    h, d = attn.num_heads, attn.embed_dim
+    kw = {"device": attn.q_proj.weight.device, "dtype": attn.q_proj.weight.dtype}
+    attn.q_proj = nn.Linear(d, h * rank, bias=True, **kw)
+    attn.k_proj = nn.Linear(d, h * rank, bias=False, **kw)
+    attn.v_proj = nn.Linear(d, h * rank, bias=False, **kw)
+    attn.out_proj = nn.Linear(h * rank, d, bias=True, **kw)
+    attn.head_dim, attn.scaling = rank, 1.0
+
+
+@torch.no_grad()
+def factor_decoder_attention(attn: nn.Module, rank: int, cov_q: torch.Tensor | None = None,
+                             cov_kv: torch.Tensor | None = None, mode: str = "joint") -> None:
+    """Factor one decoder `WhisperAttention` (self- or cross-attention) in place: rank-`rank`
+    query/key and value/output twins in every head.
+
+    The module stays a `WhisperAttention` (Hugging Face's cached decoding runs unchanged)
+    with head_dim = rank, so its KV cache holds (batch, heads, tokens, rank) keys and values
+    instead of head_dim-wide ones. Scale and biases fold as in the encoder's twins: scale
+    into q_proj, the value bias exactly into out_proj's bias, the query bias's effect by
+    least squares. At rank == head_dim it computes the same function to float32 precision.
+
+    Args:
+        attn: a dense decoder `WhisperAttention`.
+        rank: per-head rank, 1..head_dim.
+        cov_q: (d_model, d_model) second moment of the queries' input, or None (plain SVD).
+        cov_kv: the same for the keys' and values' input: the encoder output for cross-
+            attention; default `cov_q` (self-attention).
+        mode: "joint" (product twins) or "separate" (ablation).
+    Raises:
+        ValueError: rank out of range, or an attention already factored.
+    Source: AdaPTwin (Biju et al., 2024) product twins, applied here to the decoder (ours).
+    """
+    from asr_app.compression.adaptwin.factorize import factor_query_key, factor_value_output
+
+    h, hd, d = attn.num_heads, attn.head_dim, attn.embed_dim
+    if h * hd != d or attn.v_proj.bias is None:
+        raise ValueError("this decoder attention is already factored")
+    if not 1 <= rank <= hd:
+        raise ValueError(f"decoder attention rank must be in 1..{hd}, got {rank}")
+    cov_kv = cov_q if cov_kv is None else cov_kv
+    q_w, q_b, k_w, v_w, o_w = [], [], [], [], []
+    out_bias = attn.out_proj.bias.detach().clone()
+    for i in range(h):
+        rows = slice(i * hd, (i + 1) * hd)
+        q, k, b = factor_query_key(attn.q_proj.weight[rows], attn.q_proj.bias[rows], attn.k_proj.weight[rows],
+                                   rank, attn.scaling, cov_q, mode, cov_k=cov_kv)
+        v, o, delta = factor_value_output(attn.v_proj.weight[rows], attn.v_proj.bias[rows],
+                                          attn.out_proj.weight[:, rows], rank, cov_kv, mode)
+        q_w.append(q)
+        q_b.append(b)
+        k_w.append(k)
+        v_w.append(v)
+        o_w.append(o)
+        out_bias += delta
+    _shrink_attention(attn, rank)
+    attn.q_proj.weight.copy_(torch.cat(q_w))
+    attn.q_proj.bias.copy_(torch.cat(q_b))
+    attn.k_proj.weight.copy_(torch.cat(k_w))
+    attn.v_proj.weight.copy_(torch.cat(v_w))
+    attn.out_proj.weight.copy_(torch.cat(o_w, dim=1))
+    attn.out_proj.bias.copy_(out_bias)
+
+
+def compress_decoder_attention(model: nn.Module, plan: CompressionPlan, stats=None) -> dict:
+    """Factor every decoder self- and cross-attention at `plan.decoder_attention`, in place.
+
+    Args:
+        model: a `WhisperForConditionalGeneration` (or `WhisperModel`), dense decoder attention.
+        plan: plan.decoder_attention gives the rank (None: nothing to do); plan.data_aware
+            needs `stats`.
+        stats: `DecoderStats` with the attention inputs' second moments (`collect_decoder_stats`
+            with attention=True), or None.
+    Returns:
+        `param_counts` before and after.
+    Raises:
+        ValueError: data-aware without the attention statistics, a rank out of range, or a
+            key/shape mismatch after surgery.
+    """
+    before = param_counts(model)
+    rank = plan.decoder_attention
+    if rank is None:
+        return {"before": before, "after": before}
+    if plan.data_aware and (stats is None or stats.self_in is None):
+        raise ValueError("a data-aware plan needs the decoder attention inputs' statistics (stats)")
+    aware = plan.data_aware
+    for i, layer in enumerate(decoder_of(model).layers):
+        sites = (("self_attn", stats.self_in[i] if aware else None, None),
+                 ("encoder_attn", stats.cross_in[i] if aware else None, stats.audio_in if aware else None))
+        for name, cov_q, cov_kv in sites:
+            attn = getattr(layer, name)
+            old = {k: tuple(v.shape) for k, v in attn.state_dict().items()}
+            factor_decoder_attention(attn, rank, cov_q, cov_kv, plan.mode)
+            new = {k: tuple(v.shape) for k, v in attn.state_dict().items()}
+            width, d = attn.num_heads * rank, attn.embed_dim
+            want = {"q_proj.weight": (width, d), "q_proj.bias": (width,), "k_proj.weight": (width, d),
+                    "v_proj.weight": (width, d), "out_proj.weight": (d, width), "out_proj.bias": (d,)}
+            if new != want or set(old) - {"v_proj.bias"} != set(new):
+                raise ValueError(f"decoder layer {i} {name}: surgery mismatch: {new} != {want}")
+    return {"before": before, "after": param_counts(model)}
+
+
 def decoder_ffn_plan(model: nn.Module, keep: float) -> dict[int, LayerPlan]:
     """One rank for every decoder fc1/fc2 that keeps about `keep` of their parameters.
 
@@ -148,6 +254,10 @@ def build_structure(model: nn.Module, plan: CompressionPlan) -> None:
                 if rank is not None:
                     old = getattr(layers[i], name)
                     setattr(layers[i], name, LowRankLinear(old.in_features, old.out_features, rank, old.bias is not None))
+    if plan.decoder_attention is not None:
+        for layer in decoder.layers:
+            _shrink_attention(layer.self_attn, plan.decoder_attention)
+            _shrink_attention(layer.encoder_attn, plan.decoder_attention)
 
 
 def param_counts(model: nn.Module) -> dict:

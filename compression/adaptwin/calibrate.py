@@ -108,34 +108,48 @@ def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor],
 
 @dataclass
 class DecoderStats:
-    """Mean second moments of the decoder's feed-forward inputs over every target token.
+    """Mean second moments of the decoder's inputs over every target token.
 
     Attributes:
         fc1_in: per decoder layer, (d_model, d_model): input of fc1 (after its layer norm).
         fc2_in: per decoder layer, (ffn_dim, ffn_dim): input of fc2 (after GELU).
         positions: number of token positions averaged over.
+        self_in: per decoder layer, (d_model, d_model): input of self-attention (after its
+            layer norm), or None when not collected.
+        cross_in: per decoder layer, (d_model, d_model): the queries' input of cross-
+            attention, or None.
+        audio_in: (d_model, d_model): the encoder output that cross-attention's keys and
+            values read, averaged over every audio frame, or None.
     """
 
     fc1_in: list[Tensor]
     fc2_in: list[Tensor]
     positions: int
+    self_in: list[Tensor] | None = None
+    cross_in: list[Tensor] | None = None
+    audio_in: Tensor | None = None
 
     def state_dict(self) -> dict[str, Tensor]:
         out = {"positions": torch.tensor([self.positions])}
-        for kind in ("fc1_in", "fc2_in"):
-            out.update({f"{kind}.{i}": c.contiguous() for i, c in enumerate(getattr(self, kind))})
+        for kind in ("fc1_in", "fc2_in", "self_in", "cross_in"):
+            out.update({f"{kind}.{i}": c.contiguous() for i, c in enumerate(getattr(self, kind) or [])})
+        if self.audio_in is not None:
+            out["audio_in"] = self.audio_in.contiguous()
         return out
 
     @classmethod
     def from_state_dict(cls, d: dict[str, Tensor]) -> "DecoderStats":
         n = len([k for k in d if k.startswith("fc1_in.")])
-        return cls([d[f"fc1_in.{i}"] for i in range(n)], [d[f"fc2_in.{i}"] for i in range(n)], int(d["positions"][0]))
+        get = lambda kind: [d[f"{kind}.{i}"] for i in range(n)] if f"{kind}.0" in d else None  # noqa: E731
+        return cls(get("fc1_in"), get("fc2_in"), int(d["positions"][0]), get("self_in"), get("cross_in"),
+                   d.get("audio_in"))
 
 
 @torch.no_grad()
 def collect_decoder_stats(model: nn.Module, mel_label_batches: Iterable[tuple[Tensor, Tensor]],
-                          on_batch=None) -> DecoderStats:
-    """Accumulate the second moments of the decoder fc1/fc2 inputs, teacher-forced on
+                          on_batch=None, attention: bool = False) -> DecoderStats:
+    """Accumulate the second moments of the decoder fc1/fc2 inputs (and, with `attention`,
+    of its self- and cross-attention inputs and of the encoder output), teacher-forced on
     transcripts.
 
     Args:
@@ -143,6 +157,7 @@ def collect_decoder_stats(model: nn.Module, mel_label_batches: Iterable[tuple[Te
         mel_label_batches: ((batch, n_mels, 3000) float32, (batch, tokens) int64 labels,
             -100 padding, as `finetune` takes them); padded positions are not counted.
         on_batch: optional callback(batch_index).
+        attention: also collect self_in, cross_in and audio_in.
     Returns:
         DecoderStats (float64 on CPU).
     Raises:
@@ -151,15 +166,30 @@ def collect_decoder_stats(model: nn.Module, mel_label_batches: Iterable[tuple[Te
     decoder = decoder_of(model)
     sums: dict[tuple[str, int], Tensor] = {}
     mask: list[Tensor] = []  # (batch * tokens,) bool of the batch being run
+    frames = [0]
+
+    def add(key, x: Tensor) -> None:
+        x = x.to(torch.float64)
+        sums[key] = sums.get(key, 0) + (x.T @ x).cpu()
 
     def hook(kind: str, i: int):
-        def fn(module, args):
-            x = args[0].reshape(-1, args[0].shape[-1])[mask[0]].to(torch.float64)
-            sums[(kind, i)] = sums.get((kind, i), 0) + (x.T @ x).cpu()
+        def fn(module, args, kwargs):
+            x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            add((kind, i), x.reshape(-1, x.shape[-1])[mask[0]])
         return fn
 
-    handles = [getattr(layer, kind).register_forward_pre_hook(hook(f"{kind}_in", i))
-               for i, layer in enumerate(decoder.layers) for kind in ("fc1", "fc2")]
+    def audio_hook(module, args, output):
+        x = output.last_hidden_state
+        frames[0] += x.shape[0] * x.shape[1]
+        add(("audio_in", 0), x.reshape(-1, x.shape[-1]))
+
+    sites = [("fc1", "fc1_in"), ("fc2", "fc2_in")]
+    if attention:
+        sites += [("self_attn", "self_in"), ("encoder_attn", "cross_in")]
+    handles = [getattr(layer, site).register_forward_pre_hook(hook(kind, i), with_kwargs=True)
+               for i, layer in enumerate(decoder.layers) for site, kind in sites]
+    if attention:
+        handles.append(encoder_of(model).register_forward_hook(audio_hook))
     device = next(model.parameters()).device
     count = 0
     try:
@@ -175,8 +205,11 @@ def collect_decoder_stats(model: nn.Module, mel_label_batches: Iterable[tuple[Te
     if not count:
         raise ValueError("no labelled tokens to measure the decoder's activation statistics on")
     n = len(decoder.layers)
-    return DecoderStats([sums[("fc1_in", i)] / count for i in range(n)],
-                        [sums[("fc2_in", i)] / count for i in range(n)], count)
+    get = lambda kind: [sums[(kind, i)] / count for i in range(n)]  # noqa: E731
+    if not attention:
+        return DecoderStats(get("fc1_in"), get("fc2_in"), count)
+    return DecoderStats(get("fc1_in"), get("fc2_in"), count, get("self_in"), get("cross_in"),
+                        sums[("audio_in", 0)] / frames[0])
 
 
 def _split_heads(attn: nn.Module, x: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
-"""What a compressed model looks like: ranks per encoder layer and head, and the ranks of
-the decoder's feed-forward layers when those are factored too (saved in config.json)."""
+"""What a compressed model looks like: ranks per encoder layer and head, and the decoder's
+feed-forward and attention ranks when those are factored too (saved in config.json)."""
 
 from __future__ import annotations
 
@@ -41,20 +41,28 @@ class CompressionPlan:
         layers: {encoder layer index: LayerPlan}; layers not listed stay dense.
         data_aware: factors weighted by the speaker's activation second moments (whitening).
         mode: "joint" (product twins) or "separate" (Q and K truncated apart; ablation).
-        decoder: {decoder layer index: LayerPlan with fc1/fc2 ranks only}; the decoder's
-            attention always stays dense (its KV cache keeps head_dim). Empty: dense decoder.
+        decoder: {decoder layer index: LayerPlan with fc1/fc2 ranks only}. Empty: dense
+            decoder feed-forward layers.
+        decoder_attention: one per-head rank for every decoder self- and cross-attention
+            (query/key and value/output twins alike), so the KV cache holds rank-wide keys
+            and values; None keeps the decoder's attention dense.
     Raises:
-        ValueError: an unknown mode, or a decoder LayerPlan with attention ranks.
+        ValueError: an unknown mode, a decoder LayerPlan with attention ranks, or a decoder
+            attention rank below 1.
     """
 
     layers: dict[int, LayerPlan] = field(default_factory=dict)
     data_aware: bool = True
     mode: str = "joint"
     decoder: dict[int, LayerPlan] = field(default_factory=dict)
+    decoder_attention: int | None = None
 
     def __post_init__(self):
         if any(lp.qk is not None for lp in self.decoder.values()):
-            raise ValueError("decoder attention is never factored: a decoder LayerPlan takes fc1/fc2 ranks only")
+            raise ValueError("a decoder LayerPlan takes fc1/fc2 ranks only; decoder attention has one rank "
+                             "(decoder_attention)")
+        if self.decoder_attention is not None and self.decoder_attention < 1:
+            raise ValueError(f"decoder_attention rank must be >= 1, got {self.decoder_attention}")
         if self.mode not in ("joint", "separate"):
             raise ValueError(f"mode must be 'joint' or 'separate', got {self.mode!r}")
         if self.mode == "separate" and self.data_aware:
@@ -65,6 +73,8 @@ class CompressionPlan:
              "layers": {str(i): asdict(lp) for i, lp in sorted(self.layers.items())}}
         if self.decoder:  # absent for a dense decoder, as in models saved before it existed
             d["decoder"] = {str(i): {"fc1": lp.fc1, "fc2": lp.fc2} for i, lp in sorted(self.decoder.items())}
+        if self.decoder_attention is not None:
+            d["decoder_attention"] = self.decoder_attention
         return d
 
     @classmethod
@@ -72,7 +82,8 @@ class CompressionPlan:
         """Inverse of `to_dict`. Raises ValueError (or KeyError) on a malformed dict."""
         layers = {int(i): LayerPlan(**lp) for i, lp in d["layers"].items()}
         decoder = {int(i): LayerPlan(fc1=lp["fc1"], fc2=lp["fc2"]) for i, lp in d.get("decoder", {}).items()}
-        return cls(layers=layers, data_aware=bool(d["data_aware"]), mode=d["mode"], decoder=decoder)
+        return cls(layers=layers, data_aware=bool(d["data_aware"]), mode=d["mode"], decoder=decoder,
+                   decoder_attention=d.get("decoder_attention"))
 
     @classmethod
     def uniform(cls, n_layers: int, heads: int, rank: int | None, ffn_rank: int | None = None,

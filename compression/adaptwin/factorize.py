@@ -53,7 +53,8 @@ def product_singular_values(a: Tensor, b: Tensor) -> Tensor:
 
 
 def factor_query_key(w_q: Tensor, b_q: Tensor | None, w_k: Tensor, rank: int, scale: float,
-                     cov: Tensor | None = None, mode: str = "joint") -> tuple[Tensor, Tensor, Tensor | None]:
+                     cov: Tensor | None = None, mode: str = "joint",
+                     cov_k: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Rank-`rank` query/key twins of one head, the 1/sqrt(head_dim) scale folded in.
 
     Logits are (x W_q^T + b_q)(y W_k^T)^T * scale = x (scale W_q^T W_k) y^T + (scale b_q W_k) y^T.
@@ -70,13 +71,15 @@ def factor_query_key(w_q: Tensor, b_q: Tensor | None, w_k: Tensor, rank: int, sc
             factorization), or None (plain Frobenius).
         mode: "joint" (product twins) or "separate" (truncate W_q and W_k on their own:
             the ablation baseline).
+        cov_k: second moment of the keys' input when it differs from the queries' (cross-
+            attention: the encoder output); default `cov` (self-attention).
     Returns:
         (w_q_new, w_k_new, b_q_new): (rank, d_model), (rank, d_model), (rank,) or None.
         Logits of the factored head use scale 1: x w_q_new^T + b_q_new against y w_k_new^T.
     Raises:
         ValueError: as factorize_product.
     """
-    a, b = _factor(scale * w_q.T, w_k.T, rank, cov, cov, mode)  # (d, r) each
+    a, b = _factor(scale * w_q.T, w_k.T, rank, cov, cov if cov_k is None else cov_k, mode)  # (d, r) each
     b_new = None
     if b_q is not None:
         target = scale * (b_q @ w_k)  # (d,): the per-key bias direction
