@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
-from asr_app.compression.adaptwin.layer import LowRankLinear, TwinSelfAttention
+from asr_app.compression.adaptwin.layer import LowRankLinear, TwinSelfAttention, factor_heads, load_twins
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
@@ -152,35 +152,14 @@ def factor_decoder_attention(attn: nn.Module, rank: int, cov_q: torch.Tensor | N
         ValueError: rank out of range, or an attention already factored.
     Source: AdaPTwin (Biju et al., 2024) product twins, applied here to the decoder (ours).
     """
-    from asr_app.compression.adaptwin.factorize import factor_query_key, factor_value_output
-
     h, hd, d = attn.num_heads, attn.head_dim, attn.embed_dim
     if h * hd != d or attn.v_proj.bias is None:
         raise ValueError("this decoder attention is already factored")
     if not 1 <= rank <= hd:
         raise ValueError(f"decoder attention rank must be in 1..{hd}, got {rank}")
-    cov_kv = cov_q if cov_kv is None else cov_kv
-    q_w, q_b, k_w, v_w, o_w = [], [], [], [], []
-    out_bias = attn.out_proj.bias.detach().clone()
-    for i in range(h):
-        rows = slice(i * hd, (i + 1) * hd)
-        q, k, b = factor_query_key(attn.q_proj.weight[rows], attn.q_proj.bias[rows], attn.k_proj.weight[rows],
-                                   rank, attn.scaling, cov_q, mode, cov_k=cov_kv)
-        v, o, delta = factor_value_output(attn.v_proj.weight[rows], attn.v_proj.bias[rows],
-                                          attn.out_proj.weight[:, rows], rank, cov_kv, mode)
-        q_w.append(q)
-        q_b.append(b)
-        k_w.append(k)
-        v_w.append(v)
-        o_w.append(o)
-        out_bias += delta
+    twins = factor_heads(attn, [rank] * h, [rank] * h, cov_q, cov_q if cov_kv is None else cov_kv, mode)
     _shrink_attention(attn, rank)
-    attn.q_proj.weight.copy_(torch.cat(q_w))
-    attn.q_proj.bias.copy_(torch.cat(q_b))
-    attn.k_proj.weight.copy_(torch.cat(k_w))
-    attn.v_proj.weight.copy_(torch.cat(v_w))
-    attn.out_proj.weight.copy_(torch.cat(o_w, dim=1))
-    attn.out_proj.bias.copy_(out_bias)
+    load_twins(attn, twins)
 
 
 def compress_decoder_attention(model: nn.Module, plan: CompressionPlan, stats=None) -> dict:

@@ -20,6 +20,54 @@ from torch import Tensor, nn
 from asr_app.compression.adaptwin.factorize import factor_linear, factor_query_key, factor_value_output
 
 
+@torch.no_grad()
+def factor_heads(attn: nn.Module, ranks: list[int], vo_ranks: list[int], cov_q: Tensor | None = None,
+                 cov_kv: Tensor | None = None, mode: str = "joint") -> dict[str, Tensor]:
+    """Product twins of every head of a dense Hugging Face `WhisperAttention`, head by head.
+
+    Args:
+        attn: the dense attention (heads of head_dim rows in q/k/v_proj).
+        ranks, vo_ranks: query/key and value/output rank per head, 1..head_dim.
+        cov_q: (d_model, d_model) second moment of the queries' input, or None (plain).
+        cov_kv: the same for the keys' and values' input (cross-attention's encoder output;
+            pass cov_q for self-attention).
+        mode: "joint" or "separate".
+    Returns:
+        {"q_proj.weight": (sum(ranks), d_model), "q_proj.bias": (sum(ranks),),
+        "k_proj.weight": (sum(ranks), d_model), "v_proj.weight": (sum(vo_ranks), d_model),
+        "out_proj.weight": (d_model, sum(vo_ranks)), "out_proj.bias": (d_model,)} with head
+        h's block after heads 0..h-1's, the value bias folded into out_proj.bias.
+    Raises:
+        ValueError: as `factor_query_key` / `factor_value_output`.
+    """
+    hd = attn.head_dim
+    q_rows, k_rows, qb, v_rows, o_cols = [], [], [], [], []
+    out_bias = attn.out_proj.bias.detach().clone()
+    for i, (r, r_vo) in enumerate(zip(ranks, vo_ranks)):
+        rows = slice(i * hd, (i + 1) * hd)
+        q, k, b = factor_query_key(attn.q_proj.weight[rows], attn.q_proj.bias[rows], attn.k_proj.weight[rows],
+                                   r, attn.scaling, cov_q, mode, cov_k=cov_kv)
+        v, o, delta = factor_value_output(attn.v_proj.weight[rows], attn.v_proj.bias[rows],
+                                          attn.out_proj.weight[:, rows], r_vo, cov_kv, mode)
+        q_rows.append(q)
+        k_rows.append(k)
+        qb.append(b)
+        v_rows.append(v)
+        o_cols.append(o)
+        out_bias += delta
+    return {"q_proj.weight": torch.cat(q_rows), "q_proj.bias": torch.cat(qb), "k_proj.weight": torch.cat(k_rows),
+            "v_proj.weight": torch.cat(v_rows), "out_proj.weight": torch.cat(o_cols, dim=1),
+            "out_proj.bias": out_bias}
+
+
+@torch.no_grad()
+def load_twins(attn: nn.Module, twins: dict[str, Tensor]) -> None:
+    """Copy `factor_heads` output into a module with q/k/v/out_proj of matching shapes."""
+    for key, value in twins.items():
+        module, name = key.split(".")
+        getattr(getattr(attn, module), name).copy_(value)
+
+
 class TwinSelfAttention(nn.Module):
     """Encoder self-attention with rank-`qk_ranks[h]` query/key and rank-`vo_ranks[h]`
     value/output twins per head.
@@ -76,27 +124,7 @@ class TwinSelfAttention(nn.Module):
         if len(ranks) != h or max(ranks) > hd or len(vo_ranks) != h or max(vo_ranks) > hd:
             raise ValueError(f"need {h} ranks of at most {hd}, got {ranks} and {vo_ranks}")
         new = cls(attn.embed_dim, ranks, vo_ranks)
-        q_rows, k_rows, qb, v_rows, o_cols = [], [], [], [], []
-        out_bias = attn.out_proj.bias.detach().clone()
-        with torch.no_grad():
-            for i, (r, r_vo) in enumerate(zip(ranks, vo_ranks)):
-                rows = slice(i * hd, (i + 1) * hd)
-                q, k, b = factor_query_key(attn.q_proj.weight[rows], attn.q_proj.bias[rows], attn.k_proj.weight[rows],
-                                           r, attn.scaling, cov, mode)
-                v, o, delta = factor_value_output(attn.v_proj.weight[rows], attn.v_proj.bias[rows],
-                                                  attn.out_proj.weight[:, rows], r_vo, cov, mode)
-                q_rows.append(q)
-                k_rows.append(k)
-                qb.append(b)
-                v_rows.append(v)
-                o_cols.append(o)
-                out_bias += delta
-            new.q_proj.weight.copy_(torch.cat(q_rows))
-            new.q_proj.bias.copy_(torch.cat(qb))
-            new.k_proj.weight.copy_(torch.cat(k_rows))
-            new.v_proj.weight.copy_(torch.cat(v_rows))
-            new.out_proj.weight.copy_(torch.cat(o_cols, dim=1))
-            new.out_proj.bias.copy_(out_bias)
+        load_twins(new, factor_heads(attn, ranks, vo_ranks, cov, cov, mode))
         return new.to(attn.q_proj.weight.device)
 
     def _heads(self, x: Tensor, slots: Tensor, width: int) -> Tensor:
