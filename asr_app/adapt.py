@@ -668,7 +668,7 @@ class Adapter:
                           checkpoint_every=opts.checkpoint_every)
         if layerwise:
             part = "encoder"
-        elif opts.finetune_lora == "encoder" and (opts.decoder_keep is not None or opts.decoder_attention_rank):
+        elif opts.finetune_lora == "encoder" and (opts.decoder_keep is not None or opts.decoder_attention_rank is not None):
             part = "both"  # the decoder's factors are recovered in fine-tuning only
         else:
             part = opts.finetune_lora

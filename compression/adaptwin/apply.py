@@ -20,13 +20,12 @@ def decoder_of(model: nn.Module) -> nn.Module:
     return model.model.decoder if hasattr(model, "model") else model.decoder
 
 
-def _check_attention(old: nn.Module, new: TwinSelfAttention, where: str) -> None:
-    """Key by key: same names (less the folded value bias), shapes as the ranks say."""
-    old_keys = {k: tuple(v.shape) for k, v in old.state_dict().items()}
+def _check_attention(old_keys, new: nn.Module, qk: int, vo: int, where: str) -> None:
+    """Key by key: the dense attention's names (less the folded value bias), q/k `qk` and
+    v/o `vo` wide (the sum of the heads' ranks)."""
     new_keys = {k: tuple(v.shape) for k, v in new.state_dict().items()}
-    expected = set(old_keys) - {"v_proj.bias"}
-    problems = sorted(set(new_keys) ^ expected)
-    qk, vo, d = sum(new.ranks), sum(new.vo_ranks), new.embed_dim
+    problems = sorted(set(new_keys) ^ (set(old_keys) - {"v_proj.bias"}))
+    d = new.embed_dim
     want = {"q_proj.weight": (qk, d), "q_proj.bias": (qk,), "k_proj.weight": (qk, d),
             "v_proj.weight": (vo, d), "out_proj.weight": (d, vo), "out_proj.bias": (d,)}
     problems += [f"{k}: {new_keys.get(k)} != {s}" for k, s in want.items() if new_keys.get(k) != s]
@@ -65,7 +64,8 @@ def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dic
     for i, layer, lp, cov in _planned_layers(encoder_of(model).layers, plan.layers, plan, stats, "encoder"):
         if lp.qk is not None:
             new = TwinSelfAttention.from_attention(layer.self_attn, lp.qk, lp.vo, cov("attn_in"), plan.mode)
-            _check_attention(layer.self_attn, new, f"encoder layer {i} self_attn")
+            _check_attention(layer.self_attn.state_dict(), new, sum(new.ranks), sum(new.vo_ranks),
+                             f"encoder layer {i} self_attn")
             layer.self_attn = new
         _factor_ffn(layer, lp, cov, f"encoder layer {i}")
     return {"before": before, "after": param_counts(model)}
@@ -189,14 +189,10 @@ def compress_decoder_attention(model: nn.Module, plan: CompressionPlan, stats=No
                  ("encoder_attn", stats.cross_in[i] if aware else None, stats.audio_in if aware else None))
         for name, cov_q, cov_kv in sites:
             attn = getattr(layer, name)
-            old = {k: tuple(v.shape) for k, v in attn.state_dict().items()}
+            old_keys = set(attn.state_dict())
             factor_decoder_attention(attn, rank, cov_q, cov_kv, plan.mode)
-            new = {k: tuple(v.shape) for k, v in attn.state_dict().items()}
-            width, d = attn.num_heads * rank, attn.embed_dim
-            want = {"q_proj.weight": (width, d), "q_proj.bias": (width,), "k_proj.weight": (width, d),
-                    "v_proj.weight": (width, d), "out_proj.weight": (d, width), "out_proj.bias": (d,)}
-            if new != want or set(old) - {"v_proj.bias"} != set(new):
-                raise ValueError(f"decoder layer {i} {name}: surgery mismatch: {new} != {want}")
+            width = attn.num_heads * rank
+            _check_attention(old_keys, attn, width, width, f"decoder layer {i} {name}")
     return {"before": before, "after": param_counts(model)}
 
 
