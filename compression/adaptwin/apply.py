@@ -3,6 +3,8 @@ attention layers) by a CompressionPlan, checked key by key."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -20,7 +22,7 @@ def decoder_of(model: nn.Module) -> nn.Module:
     return model.model.decoder if hasattr(model, "model") else model.decoder
 
 
-def _check_attention(old_keys, new: nn.Module, qk: int, vo: int, where: str) -> None:
+def _check_attention(old_keys: Iterable[str], new: nn.Module, qk: int, vo: int, where: str) -> None:
     """Key by key: the dense attention's names (less the folded value bias), q/k `qk` and
     v/o `vo` wide (the sum of the heads' ranks)."""
     new_keys = {k: tuple(v.shape) for k, v in new.state_dict().items()}
@@ -64,7 +66,7 @@ def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dic
     for i, layer, lp, cov in _planned_layers(encoder_of(model).layers, plan.layers, plan, stats, "encoder"):
         if lp.qk is not None:
             new = TwinSelfAttention.from_attention(layer.self_attn, lp.qk, lp.vo, cov("attn_in"), plan.mode)
-            _check_attention(layer.self_attn.state_dict(), new, sum(new.ranks), sum(new.vo_ranks),
+            _check_attention(layer.self_attn.state_dict().keys(), new, sum(new.ranks), sum(new.vo_ranks),
                              f"encoder layer {i} self_attn")
             layer.self_attn = new
         _factor_ffn(layer, lp, cov, f"encoder layer {i}")
