@@ -55,6 +55,10 @@ class AdaptOptions:
         data_aware: whitened factorization with the speaker's activation statistics.
         mode: "joint" (product twins) or "separate" (Q and K truncated apart; ablation).
         ffn: also factor fc1/fc2 (needed past about 30% of the encoder).
+        ffn_method: how the feed-forward blocks shrink: "lowrank" (fc1 and fc2 as
+            speaker-whitened low-rank pairs, the default) or "prune" (each block keeps the hidden
+            neurons its low-rank ranks would pay for, chosen on the speaker's activations,
+            fc2 refit by least squares; `compression/adaptwin/prune.py`).
         decoder_keep: also factor the decoder's fc1/fc2, keeping about this share of their
             parameters (speaker-whitened when data_aware, one rank for all), or None
             (default: the decoder stays dense).
@@ -105,6 +109,7 @@ class AdaptOptions:
     data_aware: bool = True
     mode: str = "joint"
     ffn: bool = True
+    ffn_method: str = "lowrank"
     decoder_keep: float | None = None
     decoder_attention_rank: int | None = None
     lora_rank: int = 64
@@ -142,6 +147,8 @@ class AdaptOptions:
             raise ValueError(f"allocation must be 'sensitivity' or 'uniform', got {self.allocation!r}")
         if self.mode not in ("joint", "separate"):
             raise ValueError(f"mode must be 'joint' or 'separate', got {self.mode!r}")
+        if self.ffn_method not in ("lowrank", "prune"):
+            raise ValueError(f"ffn_method must be 'lowrank' or 'prune', got {self.ffn_method!r}")
         if self.mode == "separate" and (self.data_aware or self.allocation != "uniform"):
             raise ValueError("mode 'separate' is the plain baseline: use it with allocation 'uniform', data_aware off")
         if self.allocation == "sensitivity" and not self.data_aware:
@@ -178,6 +185,8 @@ class AdaptOptions:
             name += f"-{self.mode}"
         if not self.ffn:
             name += "-attnonly"
+        elif self.ffn_method != "lowrank":
+            name += f"-ffn{self.ffn_method}"
         if self.decoder_keep is not None:
             name += f"-dec{self.decoder_keep:g}"
         if self.decoder_attention_rank is not None:
@@ -586,7 +595,7 @@ class Adapter:
         return stats
 
     def _factor(self, teacher, stats, gains, speaker):
-        from asr_app.compression.adaptwin.allocate import allocate_ranks, uniform_plan
+        from asr_app.compression.adaptwin.allocate import allocate_ranks, pruned_plan, uniform_plan
         from asr_app.compression.adaptwin.apply import (compress_decoder_attention, compress_decoder_ffn,
                                                         compress_encoder, decoder_ffn_plan)
         from asr_app.compression.adaptwin.config import CompressionPlan
@@ -604,6 +613,8 @@ class Adapter:
         else:
             plan = uniform_plan(model, opts.target_ratio, attention=True, ffn=opts.ffn, mode=opts.mode)
             plan.data_aware = opts.data_aware
+        if opts.ffn_method == "prune" and not done:
+            plan = pruned_plan(model, plan)
         if opts.decoder_keep is not None and not done:
             plan.decoder = decoder_ffn_plan(model, opts.decoder_keep)
         if opts.decoder_attention_rank is not None and not done:

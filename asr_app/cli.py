@@ -508,6 +508,7 @@ def cmd_adapt(args) -> int:
     stages = tuple(s for s in ("layerwise", "finetune") if s not in (args.skip or []))
     opts = AdaptOptions(base=args.base, target_ratio=args.target_ratio, allocation=args.allocation,
                         data_aware=not args.plain, mode=args.qk, ffn=not args.attention_only,
+                        ffn_method=args.ffn_method,
                         decoder_keep=args.decoder_keep, decoder_attention_rank=args.decoder_attention_rank,
                         lora_rank=args.lora_rank, finetune_lora=args.finetune_lora,
                         layerwise_epochs=args.layerwise_epochs,
@@ -699,6 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qk", choices=("joint", "separate"), default="joint",
                    help="product twins (default) or Q and K truncated separately (ablation)")
     p.add_argument("--attention-only", action="store_true", help="leave fc1/fc2 dense")
+    p.add_argument("--ffn-method", choices=("lowrank", "prune"), default="lowrank",
+                   help="encoder feed-forward blocks as low-rank fc1/fc2 pairs (default) or pruned to the hidden "
+                        "neurons the same parameters buy, fc2 refit by least squares")
     p.add_argument("--decoder-keep", type=float, default=None, metavar="SHARE",
                    help="also factor the decoder's fc1/fc2, keeping this share of their parameters "
                         "(default: decoder dense)")

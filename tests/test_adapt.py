@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import JFK, LJSPEECH, require_data
+from conftest import JFK, LJSPEECH, TRAIN_CLEAN_5, require_data
 
 
 def _mel(bundle, path=JFK):
@@ -201,6 +201,113 @@ def test_surgery_checks_feed_forward_keys():
         _check_linear(dense, good, "fc1")
     with pytest.raises(ValueError, match="up.bias"):
         _check_linear(dense, LowRankLinear(8, 12, 3, bias=False), "fc1")
+
+
+def test_pruned_ffn_full_width_is_exact_and_refit_beats_keeping_columns():
+    from asr_app.compression.adaptwin.prune import ffn_keep_for_budget, neuron_scores, prune_ffn
+
+    torch.manual_seed(3)
+    d, f = 16, 64
+    fc1, fc2 = torch.nn.Linear(d, f), torch.nn.Linear(f, d)
+    x = torch.randn(3000, d) * torch.linspace(0.1, 2, d)
+    block = lambda a, b: b(torch.nn.functional.gelu(a(x)))  # noqa: E731
+    with torch.no_grad():
+        h = torch.nn.functional.gelu(fc1(x)).double()
+        cov = h.T @ h / len(h)
+        a, b, idx = prune_ffn(fc1, fc2, f, cov)
+        assert idx.tolist() == list(range(f))
+        torch.testing.assert_close(block(a, b), block(fc1, fc2), rtol=1e-4, atol=1e-4)
+        a, b, idx = prune_ffn(fc1, fc2, 20, cov)
+        assert a.weight.shape == (20, d) and b.weight.shape == (d, 20)
+        torch.testing.assert_close(b.bias, fc2.bias)
+        err = lambda y: float((y - block(fc1, fc2)).pow(2).sum())  # noqa: E731
+        kept_columns = torch.nn.Linear(20, d)
+        kept_columns.weight.copy_(fc2.weight[:, idx])
+        kept_columns.bias.copy_(fc2.bias)
+        assert err(block(a, b)) < err(block(a, kept_columns))  # least squares on the fitted audio
+        # the chosen neurons are the top scores
+        assert set(idx.tolist()) == set(torch.topk(neuron_scores(fc1.weight, fc2.weight, cov), 20).indices.tolist())
+        plain_a, _, plain_idx = prune_ffn(fc1, fc2, 20)  # no statistics: weight norms
+        assert plain_a.weight.shape == (20, d)
+    assert ffn_keep_for_budget(d, f, 10 * (d + f) * 2 + f) == (20 * (d + f) + f) // (2 * d + 1)
+    with pytest.raises(ValueError, match="1..64"):
+        prune_ffn(fc1, fc2, 0)
+    with pytest.raises(ValueError, match="cov_h"):
+        prune_ffn(fc1, fc2, 8, torch.eye(3))
+
+    from asr_app.adapt import AdaptOptions
+    from asr_app.cli import build_parser
+
+    assert AdaptOptions(ffn_method="prune").run_name() == "tiny.en-keep0.55-ffnprune"
+    assert build_parser().parse_args(["adapt", "--profile", "p", "--ffn-method", "prune"]).ffn_method == "prune"
+    with pytest.raises(ValueError, match="ffn_method"):
+        AdaptOptions(ffn_method="svd")
+
+
+def test_pruned_plan_spends_the_low_rank_budget_fits_other_voices_better_and_reloads(tiny, tmp_path):
+    """Pruning each feed-forward block to the neurons its low-rank ranks pay for keeps the
+    same budget and, on real speech from voices the statistics never saw, a smaller
+    feed-forward error; the pruned model saves, reloads and decodes identically."""
+    require_data(LJSPEECH, TRAIN_CLEAN_5)
+    import json
+
+    from asr_app.compression.adaptwin.allocate import allocate_ranks, plan_encoder_params, pruned_plan
+    from asr_app.compression.adaptwin.apply import compress_encoder
+    from asr_app.compression.adaptwin.calibrate import collect_activation_stats, measure_sensitivity
+    from asr_app.compression.adaptwin.checkpoint import load_compressed, save_compressed
+    from asr_app.compression.adaptwin.config import CompressionPlan
+    from asr_app.models import load_model
+
+    from asr_app.adapt import pack_windows
+    from asr_app.datasets import load_dataset
+
+    # statistics on about 90 s of the speaker packed into full windows, as adapt gathers them
+    # (pruning's least-squares refit needs more positions than a padded clip or two give)
+    fit = [torch.from_numpy(w.mel[None]) for w in pack_windows(load_dataset(LJSPEECH, "LJ001-00*", 24), tiny)]
+    other = torch.from_numpy(pack_windows(load_dataset(TRAIN_CLEAN_5, limit=3), tiny)[0].mel[None])
+    stats = collect_activation_stats(tiny.model, fit)
+    lowrank = allocate_ranks(tiny.model, 0.55, stats, measure_sensitivity(tiny.model, fit[0]))
+    pruned = pruned_plan(tiny.model, lowrank)
+    assert all(lp.fc1 is None and lp.fc2 is None and lp.ffn_keep for lp in pruned.layers.values())
+    assert [lp.qk for lp in pruned.layers.values()] == [lp.qk for lp in lowrank.layers.values()]
+    assert plan_encoder_params(tiny.model, lowrank) - 4 * 769 < plan_encoder_params(tiny.model, pruned)
+    assert plan_encoder_params(tiny.model, pruned) <= plan_encoder_params(tiny.model, lowrank)
+    assert CompressionPlan.from_dict(json.loads(json.dumps(pruned.to_dict()))) == pruned
+    assert "ffn_keep" not in lowrank.to_dict()["layers"]["0"]  # plans saved before it read the same
+
+    inputs = {}
+    hooks = [layer.fc1.register_forward_pre_hook(lambda m, a, i=i: inputs.__setitem__(i, a[0]))
+             for i, layer in enumerate(tiny.model.model.encoder.layers)]
+    with torch.no_grad():
+        tiny.model.model.encoder(other)
+    for hk in hooks:
+        hk.remove()
+    models = {}
+    for name, plan in (("lowrank", lowrank), ("pruned", pruned)):
+        models[name] = copy.deepcopy(tiny.model)
+        counts = compress_encoder(models[name], plan, stats)
+        assert counts["after"]["encoder"] == plan_encoder_params(tiny.model, plan)
+    errors = {"lowrank": 0.0, "pruned": 0.0}
+    with torch.no_grad():
+        for i, dense in enumerate(tiny.model.model.encoder.layers):
+            ffn = lambda layer, x: layer.fc2(torch.nn.functional.gelu(layer.fc1(x)))  # noqa: E731
+            want = ffn(dense, inputs[i])
+            for name, model in models.items():
+                errors[name] += float((ffn(model.model.encoder.layers[i], inputs[i]) - want).pow(2).sum()
+                                      / want.pow(2).sum())
+    assert errors["pruned"] < errors["lowrank"], errors
+
+    folder = save_compressed(models["pruned"], tmp_path / "m", pruned, {"base_model": "tiny.en"})
+    tiny.tokenizer.save_pretrained(str(folder))
+    tiny.feature_extractor.save_pretrained(str(folder))
+    reloaded = load_model(str(folder))
+    mel = _mel(tiny)
+    assert _greedy_tokens(reloaded, mel) == _greedy_tokens(_copy_bundle(tiny, models["pruned"]), mel)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["compression"]["plan"]["layers"]["1"]["ffn_keep"] += 1
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(Exception, match="fc1"):
+        load_compressed(folder)
 
 
 def test_allocation_meets_the_budget_and_beats_uniform_plain_svd(tiny):

@@ -85,11 +85,38 @@ def plan_encoder_params(model: nn.Module, plan: CompressionPlan) -> int:
             d = a.embed_dim
             dense = sum(p.numel() for p in a.parameters())
             total += sum(lp.qk) * (2 * d + 1) + sum(lp.vo) * 2 * d + d - dense
+        if lp.ffn_keep is not None:
+            d, f = layer.fc1.in_features, layer.fc1.out_features
+            total += (2 * d + 1) * (lp.ffn_keep - f)
         for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
             if rank is not None:
                 lin = getattr(layer, name)
                 total += rank * (lin.in_features + lin.out_features) - lin.in_features * lin.out_features
     return total
+
+
+def pruned_plan(model: nn.Module, plan: CompressionPlan) -> CompressionPlan:
+    """The same plan with each factored feed-forward block pruned to hidden neurons instead
+    (`prune.py`), spending what its low-rank fc1/fc2 ranks spend (never more).
+
+    The attention ranks are unchanged; a block with both fc1 and fc2 dense stays dense.
+    Source: ours (the per-layer budget comes from the rank allocation above).
+    """
+    from dataclasses import replace
+
+    from asr_app.compression.adaptwin.prune import ffn_keep_for_budget
+
+    encoder = encoder_of(model)
+    layers = {}
+    for i, lp in plan.layers.items():
+        if lp.fc1 is None and lp.fc2 is None:
+            layers[i] = lp
+            continue
+        fc1 = encoder.layers[i].fc1
+        d, f = fc1.in_features, fc1.out_features
+        weights = f + sum(d * f if r is None else r * (d + f) for r in (lp.fc1, lp.fc2))
+        layers[i] = replace(lp, fc1=None, fc2=None, ffn_keep=ffn_keep_for_budget(d, f, weights))
+    return replace(plan, layers=layers)
 
 
 def allocate_ranks(model: nn.Module, target_ratio: float, stats=None, gains=None, attention: bool = True,

@@ -10,6 +10,7 @@ from torch import nn
 
 from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
 from asr_app.compression.adaptwin.layer import LowRankLinear, TwinSelfAttention, factor_heads, load_twins
+from asr_app.compression.adaptwin.prune import prune_ffn
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
@@ -86,9 +87,28 @@ def _planned_layers(layers, ranks: dict[int, LayerPlan], plan: CompressionPlan, 
         yield i, layers[i], lp, cov
 
 
+def _check_pruned(old1: nn.Linear, old2: nn.Linear, new1: nn.Linear, new2: nn.Linear, keep: int, where: str) -> None:
+    """fc1 keeps its keys with `keep` rows, fc2 its keys with `keep` columns."""
+    problems = []
+    for name, old, new, shape in (("fc1", old1, new1, (keep, old1.in_features)),
+                                  ("fc2", old2, new2, (old2.out_features, keep))):
+        keys = {k: tuple(v.shape) for k, v in new.state_dict().items()}
+        want = {"weight": shape, **({"bias": (shape[0],)} if old.bias is not None else {})}
+        problems += [f"{name}.{k}" for k in sorted(set(keys) ^ set(want))]
+        problems += [f"{name}.{k}: {keys[k]} != {s}" for k, s in want.items() if k in keys and keys[k] != s]
+    if problems:
+        raise ValueError(f"{where}: surgery mismatch in keys {problems}")
+
+
 def _factor_ffn(layer: nn.Module, lp: LayerPlan, cov, where: str) -> None:
-    """fc1/fc2 of `layer` -> `LowRankLinear` at the plan's ranks; cov(kind) gives the input
-    second moment for "fc1_in" / "fc2_in" (or None: plain SVD)."""
+    """fc1/fc2 of `layer` -> `LowRankLinear` at the plan's ranks, or both pruned to
+    lp.ffn_keep hidden neurons; cov(kind) gives the input second moment for "fc1_in" /
+    "fc2_in" (or None: plain SVD, weight-norm pruning)."""
+    if lp.ffn_keep is not None:
+        new1, new2, _ = prune_ffn(layer.fc1, layer.fc2, lp.ffn_keep, cov("fc2_in"))
+        _check_pruned(layer.fc1, layer.fc2, new1, new2, lp.ffn_keep, where)
+        layer.fc1, layer.fc2 = new1, new2
+        return
     for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
         if rank is not None:
             old = getattr(layer, name)
@@ -227,6 +247,10 @@ def build_structure(model: nn.Module, plan: CompressionPlan) -> None:
     decoder = decoder_of(model)
     for layers, part in ((encoder.layers, plan.layers), (decoder.layers, plan.decoder)):
         for i, lp in sorted(part.items()):
+            if lp.ffn_keep is not None:
+                old1, old2 = layers[i].fc1, layers[i].fc2
+                layers[i].fc1 = nn.Linear(old1.in_features, lp.ffn_keep, bias=old1.bias is not None)
+                layers[i].fc2 = nn.Linear(lp.ffn_keep, old2.out_features, bias=old2.bias is not None)
             for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
                 if rank is not None:
                     old = getattr(layers[i], name)

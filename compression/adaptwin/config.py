@@ -17,12 +17,18 @@ class LayerPlan:
         qk: query/key twin rank per head (1..head_dim), or None.
         vo: value/output twin rank per head, or None (None exactly when qk is None).
         fc1, fc2: inner rank of the low-rank feed-forward layers, or None.
+        ffn_keep: hidden neurons kept when the feed-forward block is pruned instead
+            (`prune.py`; fc1/fc2 are then None), or None.
+    Raises:
+        ValueError: qk without vo (or the reverse), a rank below 1, or ffn_keep with
+            fc1/fc2 ranks.
     """
 
     qk: list[int] | None = None
     vo: list[int] | None = None
     fc1: int | None = None
     fc2: int | None = None
+    ffn_keep: int | None = None
 
     def __post_init__(self):
         if (self.qk is None) != (self.vo is None):
@@ -31,6 +37,16 @@ class LayerPlan:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} rank must be >= 1, got {v}")
+        if self.ffn_keep is not None and (self.ffn_keep < 1 or self.fc1 is not None or self.fc2 is not None):
+            raise ValueError(f"ffn_keep must be >= 1 and leaves fc1/fc2 ranks None, got ffn_keep={self.ffn_keep} "
+                             f"fc1={self.fc1} fc2={self.fc2}")
+
+    def to_dict(self) -> dict:
+        """As saved in config.json; ffn_keep only when set (plans saved before it lack it)."""
+        d = asdict(self)
+        if self.ffn_keep is None:
+            del d["ffn_keep"]
+        return d
 
 
 @dataclass
@@ -70,7 +86,7 @@ class CompressionPlan:
 
     def to_dict(self) -> dict:
         d = {"data_aware": self.data_aware, "mode": self.mode,
-             "layers": {str(i): asdict(lp) for i, lp in sorted(self.layers.items())}}
+             "layers": {str(i): lp.to_dict() for i, lp in sorted(self.layers.items())}}
         if self.decoder:  # absent for a dense decoder, as in models saved before it existed
             d["decoder"] = {str(i): {"fc1": lp.fc1, "fc2": lp.fc2} for i, lp in sorted(self.decoder.items())}
         if self.decoder_attention is not None:
