@@ -227,7 +227,7 @@ def test_pruned_ffn_full_width_is_exact_and_refit_beats_keeping_columns():
         assert err(block(a, b)) < err(block(a, kept_columns))  # least squares on the fitted audio
         # the chosen neurons are the top scores
         assert set(idx.tolist()) == set(torch.topk(neuron_scores(fc1.weight, fc2.weight, cov), 20).indices.tolist())
-        plain_a, _, plain_idx = prune_ffn(fc1, fc2, 20)  # no statistics: weight norms
+        plain_a, _, _ = prune_ffn(fc1, fc2, 20)  # no statistics: weight norms
         assert plain_a.weight.shape == (20, d)
     assert ffn_keep_for_budget(d, f, 10 * (d + f) * 2 + f) == (20 * (d + f) + f) // (2 * d + 1)
     with pytest.raises(ValueError, match="1..64"):

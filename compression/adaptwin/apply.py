@@ -36,14 +36,19 @@ def _check_attention(old_keys: Iterable[str], new: nn.Module, qk: int, vo: int, 
         raise ValueError(f"{where}: surgery mismatch in keys {problems}")
 
 
+def _key_problems(new: nn.Module, want: dict[str, tuple], prefix: str = "") -> list[str]:
+    """Keys of `new` missing from or extra to `want`, then wanted keys of another shape."""
+    keys = {k: tuple(v.shape) for k, v in new.state_dict().items()}
+    return ([prefix + k for k in sorted(set(keys) ^ set(want))]
+            + [f"{prefix}{k}: {keys[k]} != {s}" for k, s in want.items() if k in keys and keys[k] != s])
+
+
 def _check_linear(old: nn.Linear, new: LowRankLinear, where: str) -> None:
     """weight -> down.weight (rank, in) + up.weight (out, rank); bias -> up.bias."""
-    new_keys = {k: tuple(v.shape) for k, v in new.state_dict().items()}
     want = {"down.weight": (new.rank, old.in_features), "up.weight": (old.out_features, new.rank)}
     if old.bias is not None:
         want["up.bias"] = (old.out_features,)
-    problems = sorted(set(new_keys) ^ set(want)) + [f"{k}: {new_keys.get(k)} != {s}" for k, s in want.items()
-                                                    if k in new_keys and new_keys[k] != s]
+    problems = _key_problems(new, want)
     if problems:
         raise ValueError(f"{where}: surgery mismatch in keys {problems}")
 
@@ -92,10 +97,8 @@ def _check_pruned(old1: nn.Linear, old2: nn.Linear, new1: nn.Linear, new2: nn.Li
     problems = []
     for name, old, new, shape in (("fc1", old1, new1, (keep, old1.in_features)),
                                   ("fc2", old2, new2, (old2.out_features, keep))):
-        keys = {k: tuple(v.shape) for k, v in new.state_dict().items()}
         want = {"weight": shape, **({"bias": (shape[0],)} if old.bias is not None else {})}
-        problems += [f"{name}.{k}" for k in sorted(set(keys) ^ set(want))]
-        problems += [f"{name}.{k}: {keys[k]} != {s}" for k, s in want.items() if k in keys and keys[k] != s]
+        problems += _key_problems(new, want, f"{name}.")
     if problems:
         raise ValueError(f"{where}: surgery mismatch in keys {problems}")
 
