@@ -759,7 +759,12 @@ class Adapter:
         # every model decodes in the profile's language: a multilingual original left to detect
         # it would be judged on language identification too, which the others never face
         language = PROFILE_LANGUAGE if bundle.is_multilingual else None
-        sets = [("heldout", str(self.profile.path / "manifest.jsonl"), "heldout", None, None)]
+        sets = []
+        if self.profile.takes("heldout"):
+            sets.append(("heldout", str(self.profile.path / "manifest.jsonl"), "heldout", None, None))
+        else:  # a small profile: enrollment holds takes out only once it has enough of them
+            self._event("info", f"profile {self.profile.path.name} has no held-out takes, so the report has no "
+                                "held-out WER; enroll more takes (or pass --speaker-set) to measure one")
         if opts.speaker_set:
             sets.append(("speaker", opts.speaker_set, None, opts.speaker_filter, None))
         if opts.general_set:

@@ -525,6 +525,23 @@ def test_adapt_resumes_after_interruption_and_profile_loads_its_model(tiny, tmp_
     assert "country" in (out / "jfk.txt").read_text().lower()
 
 
+def test_adapt_on_a_profile_without_held_out_takes_saves_and_says_why_no_held_out_wer(tiny, tmp_path, monkeypatch):
+    """Enrollment holds out every tenth take, so a profile of a few takes has none: adapt
+    used to train, save, then fail in evaluation reading an empty held-out split."""
+    require_data(LJSPEECH)
+    from asr_app.adapt import AdaptOptions, run_adapt
+
+    monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path / "data"))
+    profile = _small_profile(tmp_path, n=6)
+    assert not profile.takes("heldout")
+    events = []
+    report = run_adapt(profile, AdaptOptions(target_ratio=0.7, stages=(), control=False, threads=2),
+                       lambda k, p: events.append((k, p)))
+    assert "heldout" not in report.wer
+    assert any("no held-out takes" in p for k, p in events if k == "info")
+    assert profile.meta()["models"][-1]["name"] == AdaptOptions(target_ratio=0.7, stages=()).run_name()
+
+
 def test_packed_windows_carry_timestamped_targets(tiny):
     require_data(LJSPEECH)
     from asr_app.adapt import pack_windows, training_text
