@@ -38,6 +38,7 @@ STAGES = ("data", "calibrate", "factor", "layerwise", "finetune", "control", "ev
 TIMESTAMP_S = 0.02  # Whisper's timestamp token resolution
 WINDOW_FILL_S = 29.0  # pack takes up to this length, leaving room before the 30 s edge
 PROFILE_LANGUAGE = "en"  # enrollment prompts and imported sets are English
+WER_LOSS_LIMIT = 2.0  # WER points (absolute) a compressed model may lose before adapt advises a larger ratio
 
 
 class AdaptError(AsrAppError):
@@ -238,6 +239,25 @@ class AdaptReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def wer_increase(self) -> dict[str, float]:
+        """WER points (absolute, %) the compressed model loses against the original, per evaluated
+        set ("heldout", "speaker", "general"); negative where it is better. Sets without both
+        figures are left out."""
+        return {name: round(row["compressed"] - row["original"], 2) for name, row in self.wer.items()
+                if "compressed" in row and "original" in row}
+
+    def advice(self, limit: float = WER_LOSS_LIMIT) -> str | None:
+        """One line for the user when the compressed model loses more than `limit` WER points
+        on some set, naming the sets and what to try; None otherwise."""
+        worse = {k: v for k, v in self.wer_increase().items() if v > limit}
+        if not worse:
+            return None
+        ratio = self.options.get("target_ratio")
+        lost = ", ".join(f"{v:.1f} points on {k}" for k, v in worse.items())
+        return (f"the compressed model loses more WER than {limit:g} points against the original ({lost}); "
+                f"keep more of the encoder with a larger --target-ratio than {ratio} (0.85 stayed within about "
+                "2 points on our test speakers; README, Results) or give more enrollment and --replay audio")
 
 
 # -- data ------------------------------------------------------------------------------------

@@ -566,6 +566,8 @@ def cmd_adapt(args) -> int:
     for set_name, row in report.wer.items():
         cells = "  ".join(f"{k} {v:.2f}%" for k, v in row.items() if k not in ("set", "utterances"))
         print(f"WER on {set_name} ({row['set']}, {row['utterances']} utts): {cells}")
+    if (advice := report.advice()) is not None:
+        print("note: " + advice)
     print("wall time: " + ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in report.stages.items()))
     print(f"report written to {Path(report.model_dir) / 'report.json'}")
     return 0

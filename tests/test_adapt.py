@@ -651,3 +651,30 @@ def test_adapt_trains_on_a_gpu_when_torch_sees_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_train_device("auto") == "cpu"
     assert resolve_train_device("cuda") == "cuda"  # load_model says there is none, in one line
+
+
+def test_adapt_advises_a_larger_ratio_when_the_compressed_model_loses_more_than_two_points(monkeypatch, capsys):
+    from asr_app import adapt
+    from asr_app.cli import main
+    from asr_app.enroll import profile as profile_mod
+
+    report = adapt.AdaptReport(profile="me", options={"target_ratio": 0.55}, model_dir="/nowhere",
+                               params={"original": {"encoder_attention": 4, "encoder": 10, "model": 20},
+                                       "compressed": {"encoder_attention": 2, "encoder": 5, "model": 15},
+                                       "removed_share": {"encoder_attention": 0.5, "encoder": 0.5, "model": 0.25}},
+                               wer={"heldout": {"set": "h", "utterances": 3, "original": 3.77, "compressed": 3.08},
+                                    "general": {"set": "g", "utterances": 40, "original": 5.49, "compressed": 12.84},
+                                    "speaker": {"set": "s", "utterances": 59, "original": 3.93}})
+    assert report.wer_increase() == {"heldout": -0.69, "general": 7.35}  # the speaker set lacks a compressed WER
+    advice = report.advice()
+    assert "7.3 points on general" in advice and "heldout" not in advice and "--target-ratio than 0.55" in advice
+    assert report.advice(limit=8.0) is None
+    # the command prints it after the WER lines, and not when every set is within the limit
+    monkeypatch.setattr(profile_mod.Profile, "open", classmethod(lambda cls, path: object()))
+    monkeypatch.setattr(adapt, "run_adapt", lambda profile, opts, on_event: report)
+    assert main(["adapt", "--profile", "me", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("WER on general") < out.index("note: the compressed model loses")
+    report.wer["general"]["compressed"] = 6.0
+    assert main(["adapt", "--profile", "me", "--device", "cpu"]) == 0
+    assert "note:" not in capsys.readouterr().out
