@@ -255,7 +255,7 @@ class AdaptReport:
             return None
         ratio = self.options.get("target_ratio")
         lost = ", ".join(f"{v:.1f} points on {k}" for k, v in worse.items())
-        return (f"the compressed model loses more WER than {limit:g} points against the original ({lost}); "
+        return (f"the compressed model loses more than {limit:g} WER points against the original ({lost}); "
                 f"keep more of the encoder with a larger --target-ratio than {ratio} (0.85 stayed within about "
                 "2 points on our test speakers; README, Results) or give more enrollment and --replay audio")
 
