@@ -17,7 +17,7 @@ dense weight is kept dense.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from torch import nn
 from asr_app.compression.adaptwin.apply import encoder_of
 from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
 from asr_app.compression.adaptwin.factorize import linear_singular_values, whitened_product_singular_values
+from asr_app.compression.adaptwin.prune import ffn_keep_for_budget
 
 
 @dataclass
@@ -102,10 +103,6 @@ def pruned_plan(model: nn.Module, plan: CompressionPlan) -> CompressionPlan:
     The attention ranks are unchanged; a block with both fc1 and fc2 dense stays dense.
     Source: ours (the per-layer budget comes from the rank allocation above).
     """
-    from dataclasses import replace
-
-    from asr_app.compression.adaptwin.prune import ffn_keep_for_budget
-
     encoder = encoder_of(model)
     layers = {}
     for i, lp in plan.layers.items():
