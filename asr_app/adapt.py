@@ -254,7 +254,7 @@ class AdaptReport:
         if not worse:
             return None
         ratio = self.options.get("target_ratio")
-        lost = ", ".join(f"{v:.1f} points on {k}" for k, v in worse.items())
+        lost = ", ".join(f"{v:.2f} points on {k}" for k, v in worse.items())
         return (f"the compressed model loses more than {limit:g} WER points against the original ({lost}); "
                 f"keep more of the encoder with a larger --target-ratio than {ratio} (at 0.85 tiny.en stayed within "
                 "1.2 points and base within 2.9 on our test speakers; README, Results) or give more enrollment "

@@ -667,8 +667,11 @@ def test_adapt_advises_a_larger_ratio_when_the_compressed_model_loses_more_than_
                                     "speaker": {"set": "s", "utterances": 59, "original": 3.93}})
     assert report.wer_increase() == {"heldout": -0.69, "general": 7.35}  # the speaker set lacks a compressed WER
     advice = report.advice()
-    assert "7.3 points on general" in advice and "heldout" not in advice and "--target-ratio than 0.55" in advice
+    assert "7.35 points on general" in advice and "heldout" not in advice and "--target-ratio than 0.55" in advice
     assert report.advice(limit=8.0) is None
+    # a loss just over the limit reads as over it (2.04, not a rounded "2.0")
+    near = adapt.AdaptReport(profile="me", options={}, wer={"heldout": {"original": 4.08, "compressed": 6.12}})
+    assert "2.04 points on heldout" in near.advice()
     # the command prints it after the WER lines, and not when every set is within the limit
     monkeypatch.setattr(profile_mod.Profile, "open", classmethod(lambda cls, path: object()))
     monkeypatch.setattr(adapt, "run_adapt", lambda profile, opts, on_event: report)
