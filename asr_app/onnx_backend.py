@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_app.errors import ModelError
+from asr_app.errors import ModelError, install_hint
 
 N_FFT = 400
 HOP = 160
@@ -95,7 +95,7 @@ def providers(device: str = "cpu") -> list[str]:
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ModelError("--device cuda with the onnx backend needs onnxruntime-gpu and a GPU "
-                             "(pip install 'ownvoice-asr[gpu]'); use --device cpu")
+                             f"({install_hint('gpu')}); use --device cpu")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 

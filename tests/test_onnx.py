@@ -224,8 +224,15 @@ def test_compressed_model_exports_as_own_ops_and_decodes_like_torch(tiny, tmp_pa
 
 
 def test_onnx_backend_runs_without_torch(exported, tmp_path):
-    """`transcribe --model EXPORT --no-vad` with torch and transformers made unimportable."""
-    code = f"""
+    """`transcribe` (VAD on, an export folder and the default model), `transcribe --live` and
+    `--no-vad` with torch and transformers made unimportable."""
+    from asr_app.models import onnx_model_dir
+
+    onnx_model_dir("tiny.en", "int8")  # the default model's export, as after its first use
+    runs = [["--model", str(exported["int8"].path), "--no-vad"], ["--model", str(exported["int8"].path)], [],
+            ["--live", "--no-tui", "--speed", "0", "--save-dir", str(tmp_path / "live"), "--input"]]
+    for i, extra in enumerate(runs):
+        code = f"""
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
@@ -233,15 +240,14 @@ class Block:
             raise ImportError('blocked ' + name)
 sys.meta_path.insert(0, Block())
 from asr_app.cli import main
-rc = main(['transcribe', '--model', {str(exported['int8'].path)!r}, '--no-vad', '--quiet', {str(JFK)!r},
-           '--output-dir', {str(tmp_path)!r}])
+rc = main(['transcribe', *{extra!r}, {str(JFK)!r}, '--quiet', '--output-dir', {str(tmp_path / str(i))!r}])
 assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')]
 sys.exit(rc)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    text = (tmp_path / "jfk.txt").read_text().lower()
-    assert "ask not what your country can do for you" in text
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, (extra, out.stderr[-2000:])
+        text = ((tmp_path / "live" / "transcript.txt") if "--live" in extra else (tmp_path / str(i) / "jfk.txt"))
+        assert "ask not what your country can do for you" in text.read_text().lower().replace(",", ""), extra
 
 
 def test_bad_export_folders_give_clear_errors(exported, tmp_path):

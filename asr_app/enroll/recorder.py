@@ -60,15 +60,11 @@ class TakeRecorder:
     `max_take_s` mid-speech. `stop()` ends the take at once (a key press).
     """
 
-    def __init__(self, options: RecorderOptions = RecorderOptions(), vad_model=None):
-        import torch
-
-        from asr_app.vad import _silero_model
+    def __init__(self, options: RecorderOptions = RecorderOptions()):
+        from asr_app.vad import SileroVad
 
         self.options = options
-        self._torch = torch
-        self.vad = vad_model or _silero_model()
-        self.vad.reset_states()
+        self.vad = SileroVad()
         self.state = TakeState.WAITING
         self.cut_off = False
         self.timed_out = False
@@ -90,17 +86,19 @@ class TakeRecorder:
         if len(chunk):
             self.level_dbfs = rms_dbfs(chunk)
         self._pending = np.concatenate([self._pending, chunk])
-        while len(self._pending) >= VAD_FRAME_SAMPLES and self.state is not TakeState.DONE:
-            frame, self._pending = self._pending[:VAD_FRAME_SAMPLES], self._pending[VAD_FRAME_SAMPLES:]
-            self._process_frame(frame)
+        n_frames = len(self._pending) // VAD_FRAME_SAMPLES
+        frames = self._pending[: n_frames * VAD_FRAME_SAMPLES].reshape(-1, VAD_FRAME_SAMPLES)
+        self._pending = self._pending[n_frames * VAD_FRAME_SAMPLES :]
+        for frame, prob in zip(frames, self.vad.probabilities(frames.reshape(-1))):
+            if self.state is TakeState.DONE:  # what follows the take's end belongs to no take
+                break
+            self._process_frame(frame, float(prob))
         return self.state
 
-    def _process_frame(self, frame: np.ndarray) -> None:
+    def _process_frame(self, frame: np.ndarray, prob: float) -> None:
         o = self.options
         i = len(self._frames)
         self._frames.append(frame)
-        with self._torch.no_grad():
-            prob = float(self.vad(self._torch.from_numpy(frame), SAMPLE_RATE_HZ))
         if prob >= o.speech_threshold:
             if self._speech_start is None:
                 self._speech_start = i
