@@ -15,6 +15,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from asr_app.errors import install_hint
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -32,6 +34,9 @@ class BenchConfig:
         device: "cpu" or "cuda".
         reference_model: the model faster-whisper runs (default: `model`); for a compressed
             model, its base.
+        whole_command: also time each engine as a user runs it: one whole process from
+            start to exit (imports, model load, reading audio, VAD on, writing transcripts),
+            its wall time and peak memory (see `run_command`).
     """
 
     model: str
@@ -41,11 +46,16 @@ class BenchConfig:
     engines: tuple[str, ...] = ("asr-app",)
     device: str = "cpu"
     reference_model: str | None = None
+    whole_command: bool = True
 
 
 @dataclass
 class EngineResult:
-    """One engine's figures. rtf = decode_s / audio_s; wer in percent (None without references)."""
+    """One engine's figures. rtf = decode_s / audio_s; wer in percent (None without references).
+
+    command_wall_s, command_peak_mb: the whole command (see `BenchConfig.whole_command`),
+    None when not measured; command_error: why it failed, if it did.
+    """
 
     engine: str
     load_s: float = 0.0
@@ -56,6 +66,9 @@ class EngineResult:
     utterances: int = 0
     error: str | None = None
     hypotheses: dict = field(default_factory=dict)
+    command_wall_s: float | None = None
+    command_peak_mb: float | None = None
+    command_error: str | None = None
 
     @property
     def rtf(self) -> float:
@@ -150,7 +163,7 @@ def _engine_main(cfg: BenchConfig, engine: str) -> EngineResult:
         else:
             res = EngineResult(engine, error=f"unknown engine {engine!r}")
     except ImportError as e:
-        res = EngineResult(engine, error=f"not installed ({e.name}); pip install 'ownvoice-asr[bench]'")
+        res = EngineResult(engine, error=f"not installed ({e.name}); {install_hint('bench')}")
     except Exception as e:  # a benchmark reports, it fails nothing
         res = EngineResult(engine, error=f"{type(e).__name__}: {e}")
     res.peak_rss_mb = _peak_rss_mb()
@@ -158,8 +171,82 @@ def _engine_main(cfg: BenchConfig, engine: str) -> EngineResult:
     return res
 
 
-def run_bench(cfg: BenchConfig) -> list[EngineResult]:
-    """Run every engine in its own process, in order; score WER where references exist."""
+# What a faster-whisper user writes to transcribe files: load once, VAD on, text out.
+_FASTER_WHISPER_COMMAND = """
+import sys
+from pathlib import Path
+from faster_whisper import WhisperModel
+model_dir, compute_type, threads, beam, device, out = sys.argv[1:7]
+model = WhisperModel(model_dir, device=device, compute_type=compute_type, cpu_threads=int(threads))
+for f in sys.argv[7:]:
+    segments, info = model.transcribe(f, beam_size=int(beam), vad_filter=True,
+                                      language=None if model.model.is_multilingual else "en")
+    (Path(out) / (Path(f).stem + ".txt")).write_text("".join(s.text for s in segments).strip() + "\\n")
+"""
+
+
+def run_command(argv: list[str]) -> tuple[float, float, int, str]:
+    """Run one process to its end.
+
+    Returns:
+        (wall seconds from start to exit, the process's peak resident memory in MB (its
+        ru_maxrss from wait4), exit code, the tail of its stderr).
+    """
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read()[-2000:].decode("utf-8", "replace")
+    rss = usage.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else usage.ru_maxrss / 1024
+    return wall, rss, proc.returncode, tail
+
+
+def _command_argv(cfg: BenchConfig, engine: str, out_dir: str) -> list[str] | None:
+    """The command line a user would run for `engine` (None: the engine has no such command)."""
+    files = [path for _, path, _ in cfg.audio]
+    name, model, backend, quantize = parse_engine(engine)
+    if name == "asr-app":
+        argv = [sys.executable, "-m", "asr_app", "transcribe", *files, "--output-dir", out_dir, "--quiet",
+                "--overwrite", "--threads", str(cfg.threads), "--model", model or cfg.model, "--backend", backend,
+                "--beam-size", str(cfg.beam_size), "--device", cfg.device]
+        return argv + (["--quantize", quantize] if backend == "onnx" else [])
+    if name == "faster-whisper":
+        from asr_app.models import find_model
+
+        source = find_model(cfg.reference_model or cfg.model)
+        if source.kind != "ct2" or len(source.model_files) != 1:
+            return None
+        return [sys.executable, "-c", _FASTER_WHISPER_COMMAND, source.location, engine.partition(":")[2] or "float32",
+                str(cfg.threads), str(cfg.beam_size), cfg.device, out_dir, *files]
+    return None
+
+
+def _measure_command(cfg: BenchConfig, res: EngineResult) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="asr-bench-") as out:
+        argv = _command_argv(cfg, res.engine, out)
+        if argv is None:
+            return
+        wall, rss, code, tail = run_command(argv)
+    if code != 0:
+        res.command_error = f"exit code {code}: {tail.strip().splitlines()[-1] if tail.strip() else ''}"
+        return
+    res.command_wall_s, res.command_peak_mb = round(wall, 3), round(rss, 1)
+
+
+def run_bench(cfg: BenchConfig, on_progress=None) -> list[EngineResult]:
+    """Run every engine in its own process, in order; score WER where references exist.
+
+    on_progress: told the steps of a first-use export (done here, outside the measured
+    processes; see `asr_app.models.onnx_model_dir`)."""
     from asr_app.wer import corpus_wer
 
     from asr_app.models import onnx_model_dir
@@ -169,9 +256,11 @@ def run_bench(cfg: BenchConfig) -> list[EngineResult]:
     for engine in cfg.engines:
         name, model, backend, quantize = parse_engine(engine)
         if name == "asr-app" and backend == "onnx":  # export outside the measured process
-            onnx_model_dir(model or cfg.model, quantize)
+            onnx_model_dir(model or cfg.model, quantize, on_progress=on_progress)
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             res = pool.submit(_engine_main, cfg, engine).result()
+        if cfg.whole_command and not res.error:
+            _measure_command(cfg, res)
         refs = [(uid, ref) for uid, _, ref in cfg.audio if ref is not None and uid in res.hypotheses]
         if refs and not res.error:
             res.wer = 100 * corpus_wer([r for _, r in refs], [res.hypotheses[u] for u, _ in refs]).wer
@@ -189,6 +278,9 @@ def results_to_dict(cfg: BenchConfig, results: list[EngineResult]) -> dict:
         if not r.error and not base.error and r is not base and r.rtf:
             d["rtf_ratio_vs_first"] = round(base.rtf / r.rtf, 3)
             d["peak_rss_ratio_vs_first"] = round(base.peak_rss_mb / r.peak_rss_mb, 3)
+            if base.command_wall_s and r.command_wall_s:
+                d["command_wall_ratio_vs_first"] = round(base.command_wall_s / r.command_wall_s, 3)
+                d["command_peak_ratio_vs_first"] = round(base.command_peak_mb / r.command_peak_mb, 3)
         rows.append(d)
     return {"model": cfg.model, "threads": cfg.threads, "beam_size": cfg.beam_size,
             "utterances": len(cfg.audio), "engines": rows}
