@@ -268,16 +268,18 @@ class WindowDecoder:
             suppress.append(lm)
         self.suppress = suppress
         self.blank = tok.encode(" ", add_special_tokens=False) + [sp.eot]
-        if options.language is not None and options.language not in sp.languages:
-            raise ValueError(f"language {options.language!r} is not known to this model")
+        codes = ", ".join(sorted(sp.languages))
         if not bundle.is_multilingual:
             if options.language not in (None, "en"):
+                unknown = "" if options.language in sp.languages else f" ({options.language!r} is no Whisper code)"
                 raise ValueError(
-                    f"{bundle.name} is English-only; --language {options.language} needs a "
-                    "multilingual model such as --model base"
+                    f"{bundle.name} is English-only: it knows en; --language {options.language}{unknown} needs a "
+                    f"multilingual model such as --model base, which knows {codes}"
                 )
             if options.task == "translate":
                 raise ValueError(f"{bundle.name} is English-only and cannot translate")
+        elif options.language is not None and options.language not in sp.languages:
+            raise ValueError(f"language {options.language!r} is not known to {bundle.name}; it knows {codes}")
         self._rng = np.random.default_rng(options.seed)
 
     # -- prompt -----------------------------------------------------------------------------
@@ -309,25 +311,28 @@ class WindowDecoder:
         """Decode a (n_mels, 3000) window with temperature fallback.
 
         Returns the first result that passes the compression-ratio and log-probability
-        tests, or the last one tried; a result judged silent (no-speech probability above
-        the threshold and a failed log-probability) is returned as is for the caller to
-        drop.
+        tests; when every temperature fails, the likeliest (highest average
+        log-probability) of the results that are not repetitive, or of all of them if each
+        one is (faster-whisper's choice; openai-whisper keeps the last, which at
+        temperature 1.0 is often a long sampled loop). A result judged silent (no-speech
+        probability above the threshold and a failed log-probability) is returned as is
+        for the caller to drop.
         """
         audio_features = self.runner.encode(mel)
         language = self.options.language or self.detect_language(audio_features)
         prompt = self.prompt(language, previous_tokens)
-        result = None
-        for temperature in self.options.temperatures:
+        o = self.options
+        tried: list[tuple[DecodingResult, bool]] = []
+        for temperature in o.temperatures:
             result = self._decode_once(audio_features, prompt, temperature, language)
-            o = self.options
             too_repetitive = o.compression_ratio_threshold is not None and result.compression_ratio > o.compression_ratio_threshold
             too_unlikely = o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold
             silent = o.no_speech_threshold is not None and result.no_speech_prob > o.no_speech_threshold
-            if silent and too_unlikely:
-                break
-            if not too_repetitive and not too_unlikely:
-                break
-        return result
+            if (silent and too_unlikely) or (not too_repetitive and not too_unlikely):
+                return result
+            tried.append((result, too_repetitive))
+        pool = [r for r, repetitive in tried if not repetitive] or [r for r, _ in tried]
+        return max(pool, key=lambda r: r.avg_logprob)
 
     def _decode_once(self, audio_features, prompt, temperature, language) -> DecodingResult:
         beams = self.options.beam_size if temperature == 0 else 1

@@ -129,6 +129,37 @@ def replay(stream: StreamingTranscriber, audio: np.ndarray, phrase_ends_s: list[
     return rep
 
 
+def replay_fixed(stream: StreamingTranscriber, audio: np.ndarray, chunk_samples: int = 512) -> str:
+    """Feed `audio` in fixed chunks, processing after each (the live path at --speed 0);
+    returns the committed text after `finish()`. No clock: the result is deterministic."""
+    for i in range(0, len(audio), chunk_samples):
+        stream.insert_audio(audio[i : i + chunk_samples])
+        stream.process()
+    stream.finish()
+    return stream.committed_text
+
+
+def deletion_runs(reference: str, hypothesis: str) -> list[list[str]]:
+    """Runs of consecutive reference words missing from the hypothesis (normalized words),
+    longest first; a substitution does not count as a missing word.
+
+    Used to compare streaming against offline transcription of the same audio: a run of
+    several words means streaming lost a stretch of speech that offline heard.
+    """
+    import jiwer
+
+    from asr_app.wer import normalize
+
+    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
+    if not ref:
+        return []
+    if not hyp:
+        return [ref]
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    runs = [ref[c.ref_start_idx : c.ref_end_idx] for c in out.alignments[0] if c.type == "delete"]
+    return sorted(runs, key=len, reverse=True)
+
+
 def concatenate_clips(clips: list[np.ndarray], gap_s: float = 0.6) -> tuple[np.ndarray, list[float]]:
     """Join clips with `gap_s` of silence; returns the audio and where each clip's speech ends.
 
@@ -168,8 +199,9 @@ def live_bench(bundle, clips: list[np.ndarray] | None = None, audio: np.ndarray 
     `audio` signal (phrase ends from silero-vad over it).
 
     Returns:
-        A dict: the LiveReport summary, plus streaming and offline WER (percent) when a
-        reference is given, and both transcripts.
+        A dict: the LiveReport summary, plus streaming and offline WER (percent) and their
+        substitutions, deletions and insertions when a reference is given, the longest
+        run of offline words missing from the streaming text, and both transcripts.
     """
     from asr_app.streaming import StreamingOptions
     from asr_app.transcribe import TranscribeOptions, Transcriber
@@ -185,8 +217,13 @@ def live_bench(bundle, clips: list[np.ndarray] | None = None, audio: np.ndarray 
     out = report.summary()
     out["offline_rtf"] = round(offline.rtf, 4)
     if reference is not None:
-        out["streaming_wer"] = round(100 * corpus_wer([reference], [report.text]).wer, 2)
-        out["offline_wer"] = round(100 * corpus_wer([reference], [offline.text]).wer, 2)
+        for name, text in (("streaming", report.text), ("offline", offline.text)):
+            counts = corpus_wer([reference], [text])
+            out[f"{name}_wer"] = round(100 * counts.wer, 2)
+            out[f"{name}_errors"] = {"substitutions": counts.substitutions, "deletions": counts.deletions,
+                                     "insertions": counts.insertions, "reference_words": counts.reference_words}
+    runs = deletion_runs(offline.text, report.text)
+    out["longest_run_missed_vs_offline"] = len(runs[0]) if runs else 0
     out["streaming_text"] = report.text
     out["offline_text"] = offline.text
     return out

@@ -12,6 +12,7 @@ DATA = REPO.parent / "shared" / "data"
 JFK = DATA / "samples" / "jfk.wav"
 TEST_CLEAN = DATA / "librispeech" / "test-clean"
 TRAIN_CLEAN_5 = DATA / "librispeech" / "train-clean-5"
+TRAIN_CLEAN_100 = DATA / "librispeech" / "train-clean-100"
 LJSPEECH = DATA / "ljspeech"
 ASSETS = REPO / "assets"
 
@@ -51,3 +52,11 @@ def require_data(*paths: Path):
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         pytest.skip(f"shared data not found: {missing}")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(cache_root):
+    """tiny.en on onnxruntime int8, two threads: what the command line runs by default."""
+    from asr_app.models import load_model
+
+    return load_model("tiny.en", backend="onnx", threads=2)

@@ -72,3 +72,18 @@ def test_options_are_validated():
 def test_compression_ratio_flags_repetition():
     assert compression_ratio("the cat sat on the mat") < 1.5
     assert compression_ratio("thank you " * 50) > 2.4
+
+
+def test_when_every_temperature_fails_the_likeliest_non_repetitive_result_wins(tiny):
+    """openai-whisper keeps the last try (temperature 1.0, often a long sampled loop, which
+    streaming then committed and prompted with); faster-whisper keeps the likeliest."""
+    import numpy as np
+
+    from asr_app.decoding import DecodingOptions, DecodingResult, WindowDecoder
+
+    dec = WindowDecoder(tiny, DecodingOptions(temperatures=(0.0, 0.2, 1.0)))
+    canned = {0.0: (3.1, -0.4), 0.2: (1.1, -1.4), 1.0: (5.0, -1.2)}  # (compression ratio, avg logprob)
+    dec._decode_once = lambda feats, prompt, t, lang: DecodingResult([1], canned[t][1], 0.0, canned[t][0], t, "en")
+    assert dec.decode(np.zeros((80, 3000), np.float32)).temperature == 0.2
+    canned[0.2] = (2.9, -1.4)  # all repetitive: the likeliest of them
+    assert dec.decode(np.zeros((80, 3000), np.float32)).temperature == 0.0
