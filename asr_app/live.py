@@ -35,6 +35,7 @@ class LiveState:
     wer_points: list = field(default_factory=list)  # (audio_s, WER %) after each commit
     wer_counts: WerCounts | None = None  # over the reference read so far, after the last commit
     wrong_words: list = field(default_factory=list)  # indices of normalized committed words in error
+    missed_words: list = field(default_factory=list)  # indices of normalized reference words deleted
     last_latency_s: float | None = None  # end of speech -> phrase committed, seconds
     compute_s: float = 0.0
 
@@ -99,10 +100,11 @@ class LiveSession:
                 self.prompt_index += 1  # read-along: the next sentence
                 self.wer.add_reference(self.prompts[self.prompt_index])
             if self.tracks_wer:
-                counts, wrong = self.wer.score()
-                self.state.wer_points.append((update.audio_end_s, 100 * counts.wer))
-                self.state.wer_counts = counts
-                self.state.wrong_words = wrong
+                errors = self.wer.errors()
+                self.state.wer_points.append((update.audio_end_s, 100 * errors.counts.wer))
+                self.state.wer_counts = errors.counts
+                self.state.wrong_words = errors.wrong
+                self.state.missed_words = errors.missed
         if update.phrase_ended and latency_s is not None and update.phrase_end_s is not None:
             # audio that arrived after the phrase ended, plus the time this decode took
             self.state.last_latency_s = max(0.0, update.audio_end_s - update.phrase_end_s) + latency_s
@@ -129,11 +131,14 @@ class LiveSession:
             {"model": self.bundle.name, "audio_s": round(self.stream.audio_s, 2), "rtf": round(self.rtf, 4),
              "text": self.stream.committed_text, "words": words}, indent=2, ensure_ascii=False))
         if self.tracks_wer:
-            counts, _ = self.wer.score()
+            errors = self.wer.errors()
+            counts = errors.counts
             atomic_write_text(folder / "wer.json", json.dumps(
                 {"wer": round(100 * counts.wer, 2), "substitutions": counts.substitutions,
                  "deletions": counts.deletions, "insertions": counts.insertions,
                  "reference_words_read": counts.reference_words,
+                 "words_in_error": [self.wer.hypothesis_words[i] for i in errors.wrong],
+                 "words_missed": [self.wer.reference_words[i] for i in errors.missed],
                  "reference": " ".join(self.wer.reference_words), "hypothesis": " ".join(self.wer.hypothesis_words),
                  "over_time": [{"audio_s": round(t, 2), "wer": round(w, 2)} for t, w in self.state.wer_points]},
                 indent=2))
@@ -141,11 +146,12 @@ class LiveSession:
 
 
 def run_live(session: LiveSession, source, on_event: Callable[[str, object], None], stop=None) -> str:
-    """Read `source` into `session` until the input ends or `stop` (a threading.Event) is set.
+    """Read `source` into `session` until the input ends, `stop` (a threading.Event) is set,
+    or Ctrl-C.
 
     Events: ("level", dBFS) about every 0.1 s, ("update", StreamUpdate) after each decode.
-    Returns why it ended: "input ended" or "stopped". The session is finished (everything
-    committed) before returning.
+    Returns why it ended: "input ended", "stopped" or "interrupted". The session is
+    finished (every word heard committed) before returning, Ctrl-C included.
     """
     source.start()
     last_level = 0.0
@@ -165,7 +171,9 @@ def run_live(session: LiveSession, source, on_event: Callable[[str, object], Non
             update = session.process()
             if update is not None:
                 on_event("update", update)
-        on_event("update", session.finish())
+    except KeyboardInterrupt:  # Ctrl-C ends the session like `q`: what was heard is still committed
+        why = "interrupted"
     finally:
         source.close()
+    on_event("update", session.finish())
     return why

@@ -94,23 +94,46 @@ class RunningWer:
 
     def score(self) -> tuple[WerCounts, list[int]]:
         """(counts over the read part, indices of hypothesis words in error)."""
+        errors = self.errors()
+        return errors.counts, errors.wrong
+
+    def errors(self) -> "RunningErrors":
+        """Counts over the read part, and where the errors are on both sides."""
         import jiwer
 
         ref, hyp = self.reference_words, self.hypothesis_words
         if not ref or not hyp:
-            return WerCounts(0, 0, len(hyp) if not ref else 0, 0), list(range(len(hyp))) if not ref else []
+            return RunningErrors(WerCounts(0, 0, len(hyp) if not ref else 0, 0),
+                                 list(range(len(hyp))) if not ref else [], [])
         out = jiwer.process_words(" ".join(ref), " ".join(hyp))
         chunks = out.alignments[0]
         last_ref = max((c.ref_end_idx for c in chunks if c.type in ("equal", "substitute")), default=0)
         s = d = i = 0
         wrong: list[int] = []
+        missed: list[int] = []
         for c in chunks:
             if c.type == "substitute" and c.ref_start_idx < last_ref:
                 s += min(c.ref_end_idx, last_ref) - c.ref_start_idx
                 wrong += list(range(c.hyp_start_idx, c.hyp_end_idx))
             elif c.type == "delete" and c.ref_start_idx < last_ref:
                 d += min(c.ref_end_idx, last_ref) - c.ref_start_idx
+                missed += list(range(c.ref_start_idx, min(c.ref_end_idx, last_ref)))
             elif c.type == "insert":
                 i += c.hyp_end_idx - c.hyp_start_idx
                 wrong += list(range(c.hyp_start_idx, c.hyp_end_idx))
-        return WerCounts(s, d, i, last_ref), wrong
+        return RunningErrors(WerCounts(s, d, i, last_ref), wrong, missed)
+
+
+@dataclass(frozen=True)
+class RunningErrors:
+    """Where a running transcript is wrong.
+
+    Attributes:
+        counts: edit counts over the reference read so far.
+        wrong: indices into `hypothesis_words` of substituted and inserted words.
+        missed: indices into `reference_words` of deleted words (read but not transcribed).
+    """
+
+    counts: WerCounts
+    wrong: list[int]
+    missed: list[int]

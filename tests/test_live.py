@@ -93,3 +93,31 @@ def test_read_along_advances_prompts_and_measures_latency(tiny):
     counts, _ = session.wer.score()
     assert counts.reference_words >= 15 and counts.wer < 0.1
     assert session.state.last_latency_s is not None and session.state.last_latency_s > 0
+
+
+def test_wer_panel_lists_the_words_missed_as_well_as_the_wrong_ones():
+    from asr_app.live import LiveState
+    from asr_app.tui.live_app import wer_panel_text
+
+    r = RunningWer()
+    r.add_reference("the cat sat on the mat and then it slept all day")
+    r.add_hypothesis("the cat sad on the and then it slept")
+    errors = r.errors()
+    assert (errors.counts.substitutions, errors.counts.deletions) == (1, 1)
+    assert [r.reference_words[i] for i in errors.missed] == ["mat"]
+    assert [r.hypothesis_words[i] for i in errors.wrong] == ["sad"]
+    state = LiveState(wer_counts=errors.counts, wrong_words=errors.wrong, missed_words=errors.missed)
+    text = wer_panel_text(state, r)
+    assert "D 1" in text and "missed: " in text and "mat" in text.split("missed: ")[1]
+    assert "sad" in text.split("in error: ")[1]
+
+
+def test_live_session_saves_the_missed_words(tiny, tmp_path):
+    require_data(JFK)
+    session = LiveSession(tiny, reference="Thank you all. " + JFK_TEXT)
+    from asr_app.live import run_live
+
+    run_live(session, FileSource(JFK, speed=0), lambda kind, payload: None)
+    assert session.state.missed_words and session.wer.reference_words[session.state.missed_words[0]] == "thank"
+    saved = json.loads((session.save(tmp_path / "s") / "wer.json").read_text())
+    assert saved["words_missed"][:3] == ["thank", "you", "all"]

@@ -20,6 +20,24 @@ from asr_app.live import LiveSession, run_live
 from asr_app.tui.enroll_app import METER_FLOOR_DBFS, level_bar
 
 
+def wer_panel_text(state, wer, shown: int = 8) -> str:
+    """The WER panel: counts, the last words in error (red) and the last words missed.
+
+    Args:
+        state: LiveState after a commit; wer: the session's RunningWer.
+        shown: how many of the latest errors of each kind are listed.
+    """
+    counts = state.wer_counts
+    hyp, ref = wer.hypothesis_words, wer.reference_words
+    text = (f"WER {100 * counts.wer:.1f}%  (S {counts.substitutions}, D {counts.deletions}, "
+            f"I {counts.insertions} of {counts.reference_words} words read)")
+    if state.wrong_words:
+        text += "   in error: " + ", ".join(f"[red]{escape(hyp[i])}[/]" for i in state.wrong_words[-shown:])
+    if state.missed_words:
+        text += "   missed: " + ", ".join(f"[yellow strike]{escape(ref[i])}[/]" for i in state.missed_words[-shown:])
+    return text
+
+
 class LiveEvent(Message):
     """An event from the streaming worker."""
 
@@ -108,13 +126,7 @@ class LiveApp(App):
         if self.session.prompts:
             self.query_one("#prompt", Static).update(self.session.current_prompt or "(all sentences read)")
         if st.wer_counts is not None:
-            counts, wrong = st.wer_counts, st.wrong_words
-            hyp = self.session.wer.hypothesis_words
-            errors = ", ".join(f"[red]{escape(hyp[i])}[/]" for i in wrong[-8:])
-            self.query_one("#wer", Static).update(
-                f"WER {100 * counts.wer:.1f}%  (S {counts.substitutions}, D {counts.deletions}, "
-                f"I {counts.insertions} of {counts.reference_words} words read)"
-                + (f"   in error: {errors}" if errors else ""))
+            self.query_one("#wer", Static).update(wer_panel_text(st, self.session.wer))
             self.query_one("#wer-plot", Sparkline).data = [w for _, w in st.wer_points]
 
     def _status(self) -> None:
