@@ -395,8 +395,12 @@ def make_model(graph):
     return model
 
 
+EXPORT_STEPS = ("writing encoder.onnx", "writing decoder.onnx", "writing the tokenizer and config")
+
+
 def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite: bool = False,
-                 source_key: str | None = None, keep_float: tuple[str, ...] | None = None) -> Path:
+                 source_key: str | None = None, keep_float: tuple[str, ...] | None = None,
+                 on_step=None) -> Path:
     """Export a loaded model to an ONNX model folder.
 
     Writes encoder.onnx, decoder.onnx, the tokenizer files, preprocessor_config.json,
@@ -410,6 +414,7 @@ def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite:
         overwrite: replace a non-empty out_dir.
         source_key: recorded in config.json, so a later run can tell the export is current.
         keep_float: with int8, weight name prefixes left float32 (default `KEEP_FLOAT`).
+        on_step: called as on_step(i, EXPORT_STEPS[i]) before each step.
     Returns:
         out_dir.
     Raises:
@@ -433,8 +438,11 @@ def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite:
     tmp.mkdir(parents=True)
     model = bundle.model
     keep_float = KEEP_FLOAT if keep_float is None else tuple(keep_float)
-    for name, build in (("encoder", build_encoder), ("decoder", build_decoder)):
+    step = on_step or (lambda i, what: None)
+    for i, (name, build) in enumerate((("encoder", build_encoder), ("decoder", build_decoder))):
+        step(i, EXPORT_STEPS[i])
         onnx.save_model(make_model(build(model, quantize, keep_float)), str(tmp / f"{name}.onnx"))
+    step(2, EXPORT_STEPS[2])
     bundle.tokenizer.save_pretrained(str(tmp))
     bundle.feature_extractor.save_pretrained(str(tmp))
     model.generation_config.save_pretrained(str(tmp))

