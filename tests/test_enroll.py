@@ -236,3 +236,54 @@ def test_prompts_coverage_command(capsys):
     assert main(["prompts", "coverage"]) == 0
     first = json.loads(capsys.readouterr().out.splitlines()[0])
     assert first["phonemes"] == "39/39" and first["first_hours"] == 0.5
+
+
+def test_a_failed_enroll_leaves_no_empty_profile(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path))
+    assert main(["enroll", "--profile", "t3", "--input", str(tmp_path / "missing.wav"), "--no-tui",
+                 "--no-asr-check"]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["enroll", "--profile", "t4", "--no-tui", "--no-asr-check"]) == 1  # no microphone here
+    capsys.readouterr()
+    assert not (tmp_path / "profiles" / "t3").exists() and not (tmp_path / "profiles" / "t4").exists()
+    assert main(["profiles"]) == 0
+    assert "no profiles yet" in capsys.readouterr().out
+
+
+def test_an_import_that_keeps_nothing_writes_no_profile(tmp_path, capsys):
+    from asr_app.enroll.importer import import_utterances
+    from asr_app.datasets import Utterance
+
+    sf.write(tmp_path / "silence.wav", np.zeros(32_000, np.float32), 16_000)
+    profile = Profile.create_or_open(tmp_path / "p", "me")
+    result = import_utterances(profile, [Utterance("s", tmp_path / "silence.wav", "hello there", "me")], None)
+    assert result.kept == 0 and len(result.rejected) == 1 and not profile.exists()
+
+
+def test_misread_verdict_gives_the_wer_once(lj_clips, transcriber):
+    (utt, good), (other, _) = lj_clips[2], lj_clips[5]
+    summary = check_take(good, other.text, transcribe=lambda a: transcriber.transcribe_audio(a).text).summary()
+    assert "misread" in summary and summary.count("WER") == 1, summary
+
+
+def test_time_to_go_does_not_move_while_nothing_is_recorded(tmp_path, lj_clips):
+    from asr_app.enroll.prompts import Prompt
+    from asr_app.enroll.session import EnrollSession
+
+    profile = Profile.create_or_open(tmp_path / "p", "me")
+    prompts = [Prompt(f"lj:{u.id}", u.text) for u, _ in lj_clips[:3]]
+    session = EnrollSession(profile, prompts, None)
+    gap = np.zeros(16_000, np.float32)
+    for u, audio in lj_clips[:2]:
+        for piece in np.array_split(np.concatenate([gap, audio, gap]), 40):
+            session.insert_audio(piece)
+    before = session.progress()
+    assert before.takes == 2 and before.session_wall_s > 0
+    time.sleep(1.5)  # the screen stays open, nobody speaks
+    for piece in np.array_split(np.zeros(20 * 16_000, np.float32), 50):  # silence: takes time out unheard
+        session.insert_audio(piece)
+    after = session.progress()
+    assert after.session_wall_s == before.session_wall_s and after.pace == before.pace
+    assert after.summary() == before.summary()
+    session.close()
+    assert Profile.open(profile.path).meta()["recording_wall_s"] == pytest.approx(before.session_wall_s, abs=0.1)

@@ -83,6 +83,10 @@ def test_record_rerecord_skip_quit_and_resume(tmp_path, clips, transcriber):
     # resume: a new session starts at the first prompt neither recorded nor skipped
     resumed = EnrollSession(profile, prompts, None, source="test")
     assert resumed.current == prompts[3]
+    assert profile.meta()["sessions"] == 1  # a session counts once it keeps a take
+    outcome = resumed.insert_audio(np.concatenate([GAP, audio[prompts[3].id], GAP])) or resumed.stop_take()
+    assert outcome.take is not None, outcome.report.summary()
+    assert resumed.stop_take().take is None  # stopping an empty take keeps nothing and does not crash
     assert profile.meta()["sessions"] == 2
 
 

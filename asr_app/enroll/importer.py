@@ -34,7 +34,7 @@ def import_utterances(profile: Profile, utterances: list[Utterance], transcribe:
     """
     result = ImportResult()
     done = profile.done_prompt_ids()
-    session = profile.begin_session()
+    session = None  # counted at the first take kept, so an import that keeps nothing writes nothing
     try:
         for utt in utterances:
             pid = f"import:{utt.id}"
@@ -56,11 +56,13 @@ def import_utterances(profile: Profile, utterances: list[Utterance], transcribe:
                 if on_progress:
                     on_progress(utt, result.rejected[utt.id])
                 continue
+            session = session or profile.begin_session()
             take = profile.add_take(audio, utt.text, pid, session, source=f"import:{utt.audio}")
             result.kept += 1
             result.kept_s += take.duration_s
             if on_progress:
                 on_progress(utt, None)
     finally:
-        profile.update_meta()
+        if profile.exists():
+            profile.update_meta()
     return result

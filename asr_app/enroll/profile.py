@@ -122,24 +122,38 @@ class Take:
 class Profile:
     """An enrollment profile folder (see module docstring).
 
+    A profile made with `create_or_open` that does not exist yet is written on its first
+    write (a take, a skipped prompt, a session count), so a session that fails or records
+    nothing leaves no empty profile behind.
+
     Args:
         path: the folder.
+        new_speaker: for a profile not on disk yet, the speaker its profile.json will name.
     Raises:
         ProfileError: from `open` when the folder holds no profile.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, new_speaker: str | None = None):
         self.path = Path(path)
+        self._new_meta = ({"speaker": new_speaker, "created": time.time(), "sessions": 0, "models": []}
+                          if new_speaker is not None else None)
 
     # -- create / open ---------------------------------------------------------------------
     @classmethod
     def create_or_open(cls, path: Path, speaker: str) -> "Profile":
-        """Open the profile at `path`, creating it (with profile.json) if absent."""
-        p = cls(path)
-        if not (p.path / PROFILE_JSON).exists():
-            p.path.mkdir(parents=True, exist_ok=True)
-            p._write_meta({"speaker": speaker, "created": time.time(), "sessions": 0, "models": []})
-        return p
+        """Open the profile at `path`, or a new one that is written on its first write."""
+        return cls(path, new_speaker=speaker)
+
+    def exists(self) -> bool:
+        """Whether the profile is on disk (has its profile.json)."""
+        return (self.path / PROFILE_JSON).is_file()
+
+    def _ensure_written(self) -> None:
+        if not self.exists():
+            if self._new_meta is None:
+                raise ProfileError(f"no profile at {self.path}: record with `asr-app enroll --profile NAME` first")
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._write_meta(self._new_meta)
 
     @classmethod
     def open(cls, path: Path) -> "Profile":
@@ -150,7 +164,9 @@ class Profile:
 
     # -- metadata --------------------------------------------------------------------------
     def meta(self) -> dict:
-        """profile.json as a dict."""
+        """profile.json as a dict (a new profile's first contents before it is written)."""
+        if self._new_meta is not None and not self.exists():
+            return dict(self._new_meta)
         try:
             return json.loads((self.path / PROFILE_JSON).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
@@ -161,6 +177,7 @@ class Profile:
 
     def update_meta(self, **changes) -> dict:
         """Merge `changes` into profile.json (atomically) and refresh the totals."""
+        self._ensure_written()
         meta = self.meta()
         meta.update(changes)
         takes = self.takes()
@@ -211,6 +228,7 @@ class Profile:
         Returns:
             The Take written.
         """
+        self._ensure_written()
         take_id = self.next_take_id()
         rel = f"takes/{take_id:06d}.flac"
         write_flac_atomic(self.path / rel, audio)

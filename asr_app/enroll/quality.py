@@ -98,7 +98,7 @@ def measure_take(audio: np.ndarray, vad_options: VadOptions = VadOptions(min_sil
     # edges of VAD regions, which hold soft speech onsets, would bias a "non-speech" RMS)
     n = len(audio) // FRAME_SAMPLES
     frames = audio[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES) if n else audio[None, :]
-    levels = rms_dbfs(frames, axis=1)
+    levels = np.atleast_1d(rms_dbfs(frames, axis=1))
     noise_dbfs = float(np.mean(np.sort(levels)[: max(1, len(levels) // 10)]))
     return duration_s, mask.sum() / SAMPLE_RATE_HZ, rms_dbfs(speech), noise_dbfs
 
@@ -160,5 +160,5 @@ def check_take(audio: np.ndarray, prompt: str, options: QualityOptions = Quality
         r.transcript = transcribe(audio)
         r.wer, r.cer = reading_errors(prompt, r.transcript)
         if r.wer > options.max_wer and r.cer > options.max_cer:
-            r.reasons.append(f"misread? the model heard {r.transcript.strip()!r} ({100 * r.wer:.0f}% WER)")
+            r.reasons.append(f"misread? the model heard {r.transcript.strip()!r}")  # summary() gives the WER
     return r

@@ -35,8 +35,10 @@ class Progress:
         kept_hours: audio kept, hours.
         takes, heldout_takes, sessions: counts.
         target_hours: the enrollment target.
-        recording_wall_s: time spent in recording sessions so far, seconds (this one included).
-        session_kept_s, session_wall_s: this session's kept audio and wall time, seconds.
+        recording_wall_s: time spent recording takes so far, seconds (this session included):
+            each take from the end of the one before to its own end, takes in which no
+            speech was heard left out, so idle time with the screen open does not count.
+        session_kept_s, session_wall_s: this session's kept audio and recording time, seconds.
     """
 
     kept_hours: float
@@ -110,7 +112,7 @@ class EnrollSession:
         self.recorder_options = recorder_options
         self.target_hours = target_hours
         self.source = source
-        self.session_number = profile.begin_session()
+        self.session_number: int | None = None  # counted at the first take kept
         skipped = set(profile.meta().get("skipped_prompts", []))
         self._queue = list(remaining(prompts, profile.done_prompt_ids() | skipped))
         self.current: Prompt | None = self._queue.pop(0) if self._queue else None
@@ -118,8 +120,8 @@ class EnrollSession:
         self.last_take: Take | None = None
         self.last_outcome: TakeOutcome | None = None
         self._replaces: int | None = None
-        self._started = time.monotonic()
         self._kept_s = 0.0
+        self._recording_s = 0.0  # time spent on takes in which speech was heard, seconds
 
     # -- recording -------------------------------------------------------------------------
     def insert_audio(self, chunk: np.ndarray) -> TakeOutcome | None:
@@ -142,8 +144,12 @@ class EnrollSession:
         prompt = self.current
         audio = self.recorder.audio()
         report = check_take(audio, prompt.text, self.quality, self.transcribe, cut_off=self.recorder.cut_off)
+        if self.recorder.heard_speech:  # idle time (no speech, a timed-out wait) is no recording time
+            self._recording_s += self.recorder.duration_s
         take = None
         if report.accepted:
+            if self.session_number is None:
+                self.session_number = self.profile.begin_session()
             take = self.profile.add_take(audio, prompt.text, prompt.id, self.session_number,
                                          replaces=self._replaces, source=self.source)
             self._kept_s += take.duration_s
@@ -195,11 +201,14 @@ class EnrollSession:
     # -- progress --------------------------------------------------------------------------
     def progress(self) -> Progress:
         """Progress including this session's pace."""
-        return profile_progress(self.profile, self.target_hours, self._kept_s, time.monotonic() - self._started)
+        return profile_progress(self.profile, self.target_hours, self._kept_s, self._recording_s)
 
     def close(self) -> None:
-        """Add this session's recording time to profile.json and refresh the totals."""
-        wall = float(self.profile.meta().get("recording_wall_s", 0.0)) + time.monotonic() - self._started
+        """Add this session's recording time to profile.json and refresh the totals (a
+        profile that was never written stays unwritten)."""
+        if not self.profile.exists():
+            return
+        wall = float(self.profile.meta().get("recording_wall_s", 0.0)) + self._recording_s
         self.profile.update_meta(recording_wall_s=round(wall, 1))
 
 
