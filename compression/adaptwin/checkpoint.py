@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from torch import nn
@@ -53,8 +52,8 @@ def save_compressed(model: nn.Module, folder: str | Path, plan: CompressionPlan,
     os.replace(tmp, folder / "model.safetensors")
     cfg = model.config.to_dict()
     cfg[CONFIG_KEY] = {"method": METHOD, "version": METHOD_VERSION, "plan": plan.to_dict(), **metadata}
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".config.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    name = folder / f".config.json.{os.getpid()}.tmp"  # an ordinary file: it gets the umask's mode
+    with open(name, "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
