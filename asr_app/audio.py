@@ -128,7 +128,7 @@ def load_audio(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.exists():
-        raise AudioError(f"{path}: file not found")
+        raise AudioError(f"{path}: no such file or folder")
     if path.is_dir():
         raise AudioError(f"{path}: is a folder, not an audio file")
     try:
@@ -194,6 +194,22 @@ def rms_dbfs(audio: np.ndarray, axis: int | None = None):
         return -100.0
     level = 10 * np.log10(np.mean(np.square(audio, dtype=np.float64), axis=axis) + 1e-10)
     return float(level) if axis is None else level
+
+
+def peak_frame_dbfs(audio: np.ndarray, frame_samples: int = 512) -> float:
+    """Level of the loudest frame: max over `frame_samples` frames of their RMS, dBFS.
+
+    Args:
+        audio: (samples,) float32; a last partial frame counts as a frame.
+    Returns:
+        dBFS; -100 for empty audio or digital silence.
+    """
+    audio = np.asarray(audio, np.float32)
+    if audio.size == 0:
+        return -100.0
+    pad = (-len(audio)) % frame_samples
+    frames = np.pad(audio, (0, pad)).reshape(-1, frame_samples)
+    return float(np.max(rms_dbfs(frames, axis=-1)))
 
 
 def log_mel_window(feature_extractor, audio: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ def plan_jobs(paths: list[str | Path], output_dir: Path) -> list[BatchJob]:
     extension (a bad one is then reported); in folders only audio extensions are taken.
 
     Raises:
-        AudioError: a path that does not exist.
+        AudioError: a path that does not exist, or folders holding no audio file at all.
     """
     jobs: dict[Path, BatchJob] = {}
     for p in map(Path, paths):
@@ -49,6 +49,10 @@ def plan_jobs(paths: list[str | Path], output_dir: Path) -> list[BatchJob]:
             jobs.setdefault(p, BatchJob(p, output_dir / p.stem))
         else:
             raise AudioError(f"{p}: no such file or folder")
+    if not jobs:
+        folders = ", ".join(str(p) for p in paths)
+        raise AudioError(f"no audio files found in {folders} (searched recursively for "
+                         f"{' '.join(sorted(AUDIO_EXTENSIONS))})")
     return list(jobs.values())
 
 

@@ -17,23 +17,28 @@ EXIT_FAILURES = 1  # some inputs failed, the rest were processed
 EXIT_USAGE = 2
 
 
-def _add_model_args(p: argparse.ArgumentParser, profile_help: str | None = "use this profile's adapted model") -> None:
+def _add_model_args(p: argparse.ArgumentParser, profile_help: str | None = "use this profile's adapted model",
+                    run_options: bool = True) -> None:
+    """--model and --profile; with `run_options`, how the model runs (--device, --threads, --backend)."""
     from asr_app.models import BACKENDS, BUILTIN_MODELS, DEFAULT_MODEL
 
     p.add_argument("--model", default=None,
                    help=f"built-in name ({', '.join(BUILTIN_MODELS)}; default {DEFAULT_MODEL}), "
-                        "a CTranslate2 or Hugging Face model folder, or a hub id")
+                        "a CTranslate2, Hugging Face or `asr-app export` folder, or a hub id")
     if profile_help:  # commands that run a model may run a profile's adapted one
         p.add_argument("--profile", default=None, help=profile_help + " (from `asr-app adapt`)")
         p.add_argument("--profile-dir", default=None, help="a profile folder outside the default place")
-    p.set_defaults(model_from_profile=bool(profile_help))
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the backend's choice)")
-    p.add_argument("--backend", choices=BACKENDS, default="onnx",
-                   help="onnx (default): onnxruntime on the model's ONNX export, made on first use; torch: "
-                        "PyTorch eager float32 (an `asr-app export` folder always runs on onnx)")
+    p.set_defaults(model_from_profile=bool(profile_help), device="cpu", threads=None, backend="onnx")
+    if run_options:
+        p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="cpu (default) or cuda: a CUDA GPU (torch backend: a CUDA build of torch; "
+                            "onnx backend: onnxruntime-gpu)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the backend's choice)")
+        p.add_argument("--backend", choices=BACKENDS, default="onnx",
+                       help="onnx (default): onnxruntime on the model's ONNX export, made on first use; torch: "
+                            "PyTorch eager float32 (an `asr-app export` folder always runs on onnx)")
     p.add_argument("--quantize", choices=("int8", "fp16", "none"), default="int8",
-                   help="with --backend onnx: weights of the export made on first use (default int8)")
+                   help="weights of the ONNX export made on first use (default int8)")
 
 
 def _resolve_model(args) -> None:
@@ -58,7 +63,8 @@ def _resolve_model(args) -> None:
 def _add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--language", default=None, help="language code, e.g. en, fr (multilingual models); "
                                                      "default: detect")
-    p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe",
+                   help="transcribe (default) or translate into English (multilingual models)")
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy (default)")
     p.add_argument("--best-of", type=int, default=5, help="candidates sampled at each fallback temperature")
     p.add_argument("--temperature", type=float, nargs="+", default=None,
@@ -96,6 +102,34 @@ def _dataset_or_file(target: Path, filter_glob, limit):
         return None
 
 
+class _FirstUseProgress:
+    """Says once what a model's first use is doing (conversion, ONNX export), with a bar.
+
+    Called as (step, done, total) by `load_model` and `onnx_model_dir`; nothing is printed
+    when the model is already converted and exported.
+    """
+
+    def __init__(self, model: str, enabled: bool = True):
+        self.model = model
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            print(f"first use of {self.model}: preparing it once (converted and exported into the model cache; "
+                  "later runs start at once)", file=sys.stderr)
+            self.bar = tqdm(total=total, desc=step, file=sys.stderr, bar_format="  {n}/{total} {desc} [{elapsed}]")
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.set_description_str(step, refresh=True)
+        if done >= total:
+            self.bar.close()
+
+
 def _load_bundle(args):
     """The model of --model / --profile on --backend, with --threads applied."""
     from asr_app.models import load_model
@@ -104,7 +138,8 @@ def _load_bundle(args):
         import torch
 
         torch.set_num_threads(args.threads)
-    return load_model(args.model, args.device, args.backend, args.threads, args.quantize)
+    return load_model(args.model, args.device, args.backend, args.threads, args.quantize,
+                      on_progress=_FirstUseProgress(args.model))
 
 
 def _transcribe_options(args, vad: bool):
@@ -121,27 +156,40 @@ def _transcribe_options(args, vad: bool):
 
 # -- transcribe ----------------------------------------------------------------------------
 class _TqdmProgress:
-    """Progress bar over audio seconds: files done, audio hours done, ETA, running RTF."""
+    """Progress bar over audio seconds: files done, audio hours done, ETA, running RTF.
 
-    def __init__(self, enabled: bool):
+    The bar counts exact seconds from the file headers and never passes its total (a
+    decoded file can be a little longer than its header says); the figures are written
+    by us into the description, so tqdm's blanking of a passed total cannot break the
+    format.
+    """
+
+    def __init__(self, enabled: bool, file=None):
         self.enabled = enabled
+        self.file = file or sys.stderr
         self.bar = None
         self.files_done = 0
-        self.audio_done_s = 0.0
+        self.total_files = 0
+        self.total_audio_s = 0.0
+        self.counted_s = 0.0  # header seconds of the files done
+        self.audio_done_s = 0.0  # decoded seconds of the files transcribed
         self.decode_s = 0.0
 
     def start(self, total_files: int, total_audio_s: float) -> None:
         from tqdm import tqdm
 
         self.total_files = total_files
-        self.bar = tqdm(total=round(total_audio_s, 1), unit="audio-s", disable=not self.enabled or total_files == 0,
-                        file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}{postfix}]")
+        self.total_audio_s = total_audio_s
+        self.bar = tqdm(total=max(total_audio_s, 1e-6), disable=not self.enabled or total_files == 0,
+                        file=self.file, bar_format="{percentage:3.0f}%|{bar}| {desc} [{elapsed}<{remaining}]")
         self._postfix()
 
     def _postfix(self):
         rtf = self.decode_s / self.audio_done_s if self.audio_done_s else 0.0
-        self.bar.set_postfix_str(f"files {self.files_done}/{self.total_files}, "
-                                 f"{self.audio_done_s / 3600:.3f} h done, RTF {rtf:.3f}")
+        digits = 1 if self.total_audio_s < 100 else 0
+        self.bar.set_description_str(f"{self.counted_s:.{digits}f}/{self.total_audio_s:.{digits}f} s audio, files "
+                                     f"{self.files_done}/{self.total_files}, {self.audio_done_s / 3600:.3f} h done, "
+                                     f"RTF {rtf:.3f}", refresh=True)
 
     def file_done(self, job, transcript, audio_s: float, error: str | None) -> None:
         self.files_done += 1
@@ -149,8 +197,9 @@ class _TqdmProgress:
             self.audio_done_s += transcript.duration_s
             self.decode_s += transcript.decode_time_s
         if error:
-            self.bar.write(f"error: {error}", file=sys.stderr)
-        self.bar.update(round(audio_s, 1))
+            self.bar.write(f"error: {error}", file=self.file)
+        self.counted_s = min(self.total_audio_s, self.counted_s + audio_s)
+        self.bar.n = self.counted_s
         self._postfix()
 
     def close(self) -> None:
@@ -170,7 +219,8 @@ def cmd_transcribe(args) -> int:
         raise AsrAppError("give at least one audio file or folder to transcribe")
     formats = FORMATS if "all" in args.format else tuple(dict.fromkeys(args.format))
     jobs = plan_jobs(args.paths, Path(args.output_dir))
-    transcriber = Transcriber(_transcribe_options(args, vad=not args.no_vad))
+    transcriber = Transcriber(_transcribe_options(args, vad=not args.no_vad),
+                              on_progress=_FirstUseProgress(args.model, enabled=not args.quiet))
 
     def show(job, transcript):
         progress.bar.write(f"{job.audio}", file=sys.stdout)
@@ -222,13 +272,21 @@ def cmd_live(args) -> int:
             if kind == "update" and payload.committed:
                 print(payload.committed, flush=True)
 
+        print(f"{'replaying ' + args.input if args.input else 'listening'} (Ctrl-C ends the session)",
+              file=sys.stderr, flush=True)
         try:
-            run_live(session, source, on_event)
+            why = run_live(session, source, on_event)
         finally:
             folder = session.save(save_dir)
+        if why == "interrupted":
+            print("stopped (Ctrl-C); everything heard was committed", file=sys.stderr)
         if session.tracks_wer:
-            counts, _ = session.wer.score()
-            print(f"WER {100 * counts.wer:.2f}% over {counts.reference_words} words read", file=sys.stderr)
+            errors = session.wer.errors()
+            counts = errors.counts
+            print(f"WER {100 * counts.wer:.2f}% over {counts.reference_words} words read (S {counts.substitutions}, "
+                  f"D {counts.deletions}, I {counts.insertions})", file=sys.stderr)
+            if errors.missed:
+                print("missed: " + " ".join(session.wer.reference_words[i] for i in errors.missed), file=sys.stderr)
         print(f"session saved to {folder}", file=sys.stderr)
         return 0
     from asr_app.tui.live_app import LiveApp
@@ -259,7 +317,8 @@ def cmd_eval(args) -> int:
     if not args.dataset:
         raise AsrAppError("give a DATASET (folder or manifest) or --profile NAME")
     utts = load_dataset(args.dataset, args.filter, args.limit, split=split)
-    transcriber = Transcriber(_transcribe_options(args, vad=args.vad))
+    transcriber = Transcriber(_transcribe_options(args, vad=args.vad),
+                              on_progress=_FirstUseProgress(args.model, enabled=not args.quiet))
     name = args.dataset + (f" [{args.filter}]" if args.filter else "") + (f" split={split}" if split else "")
     with tqdm(total=len(utts), unit="utt", file=sys.stderr, disable=args.quiet) as bar:
         report = evaluate(utts, transcriber, name, on_utterance=lambda row: bar.update(1))
@@ -307,7 +366,13 @@ def cmd_bench_live(args) -> int:
     print(f"RTF {result['rtf']} (offline {result['offline_rtf']}), flicker {result['flicker_words']} of "
           f"{result['tentative_words_shown']} tentative words ({100 * result['flicker_rate']:.1f}%)")
     if "streaming_wer" in result:
-        print(f"WER: streaming {result['streaming_wer']:.2f}%, offline {result['offline_wer']:.2f}% (same audio)")
+        def errors(name):
+            e = result[f"{name}_errors"]
+            return (f"{result[f'{name}_wer']:.2f}% (S {e['substitutions']}, D {e['deletions']}, "
+                    f"I {e['insertions']} of {e['reference_words']})")
+
+        print(f"WER: streaming {errors('streaming')}, offline {errors('offline')} (same audio)")
+    print(f"longest run of words offline heard and streaming missed: {result['longest_run_missed_vs_offline']}")
     if args.report:
         atomic_write_text(Path(args.report), json.dumps(result, indent=2, ensure_ascii=False))
         print(f"report written to {args.report}")
@@ -337,27 +402,41 @@ def cmd_bench(args) -> int:
         args.backend, args.quantize = "onnx", json.loads((Path(args.model) / "config.json").read_text())["quantize"]
     ours = "asr-app" if args.backend == "torch" else f"asr-app/onnx-{args.quantize}"
     engines = (ours,) + ((f"{ours}:{reference}",) if reference else ())
-    engines += tuple(f"faster-whisper:{ct}" for ct in args.faster_whisper)
+    if "none" not in args.faster_whisper:  # `--faster-whisper none` measures asr-app alone
+        engines += tuple(f"faster-whisper:{ct}" for ct in dict.fromkeys(args.faster_whisper))
     cfg = BenchConfig(model=args.model, audio=audio, threads=args.threads or os.cpu_count() or 1,
-                      beam_size=args.beam_size, engines=engines, device=args.device, reference_model=reference)
+                      beam_size=args.beam_size, engines=engines, device=args.device, reference_model=reference,
+                      whole_command=not args.no_command)
     print(f"bench: model {cfg.model}, {len(audio)} file(s), {cfg.threads} thread(s), beam {cfg.beam_size}, "
           f"backend {args.backend}", file=sys.stderr)
-    results = run_bench(cfg)
-    print(f"{'engine':<34} {'load s':>7} {'audio s':>8} {'decode s':>9} {'RTF':>7} {'peak MB':>8} {'WER %':>7}")
+    results = run_bench(cfg, on_progress=_FirstUseProgress(args.model))
+    print("decoding (VAD off, the audio already in memory; peak = the engine process) and the whole command "
+          "(one process from start to exit, VAD on, transcripts written)")
+    print(f"{'engine':<34} {'load s':>7} {'audio s':>8} {'decode s':>9} {'RTF':>7} {'peak MB':>8} {'WER %':>7} "
+          f"{'cmd s':>7} {'cmd MB':>7}")
     for r in results:
         if r.error:
             print(f"{r.engine:<34} error: {r.error}")
             continue
         wer = f"{r.wer:7.2f}" if r.wer is not None else f"{'-':>7}"
-        print(f"{r.engine:<34} {r.load_s:7.2f} {r.audio_s:8.1f} {r.decode_s:9.2f} {r.rtf:7.4f} {r.peak_rss_mb:8.0f} {wer}")
+        cmd = (f"{r.command_wall_s:7.2f} {r.command_peak_mb:7.0f}" if r.command_wall_s is not None
+               else f"{'-':>7} {'-':>7}")
+        print(f"{r.engine:<34} {r.load_s:7.2f} {r.audio_s:8.1f} {r.decode_s:9.2f} {r.rtf:7.4f} {r.peak_rss_mb:8.0f} {wer} "
+              f"{cmd}")
+        if r.command_error:
+            print(f"{'':<34} whole command failed: {r.command_error}")
     ours = [r for r in results if r.engine.startswith("asr-app") and not r.error]
     for other in results:
         if other.error or not other.rtf:
             continue
         for r in ours:
             if r is not other and (other.engine.startswith("faster-whisper") or r is results[0]):
-                print(f"{r.engine} / {other.engine}: RTF ratio {r.rtf / other.rtf:.2f}, "
-                      f"peak memory ratio {r.peak_rss_mb / other.peak_rss_mb:.2f}")
+                line = (f"{r.engine} / {other.engine}: RTF ratio {r.rtf / other.rtf:.2f}, "
+                        f"peak memory ratio {r.peak_rss_mb / other.peak_rss_mb:.2f}")
+                if r.command_wall_s and other.command_wall_s:
+                    line += (f"; whole command: wall time ratio {r.command_wall_s / other.command_wall_s:.2f}, "
+                             f"peak memory ratio {r.command_peak_mb / other.command_peak_mb:.2f}")
+                print(line)
     if args.report:
         atomic_write_text(Path(args.report), json.dumps(results_to_dict(cfg, results), indent=2))
         print(f"report written to {args.report}")
@@ -371,7 +450,8 @@ def cmd_export(args) -> int:
 
     from asr_app.models import onnx_model_dir
 
-    folder = onnx_model_dir(args.model, args.quantize, out=args.out, overwrite=True)
+    folder = onnx_model_dir(args.model, args.quantize, out=args.out, overwrite=True,
+                            on_progress=_FirstUseProgress(args.model))
     cfg = json.loads((folder / "config.json").read_text())
     sizes = {f.name: f.stat().st_size for f in folder.iterdir() if f.suffix == ".onnx"}
     print(f"exported {cfg['name']} ({cfg['quantize']}) to {folder}")
@@ -389,7 +469,8 @@ def _asr_check(args):
     from asr_app.transcribe import TranscribeOptions, Transcriber
 
     transcriber = Transcriber(TranscribeOptions(model=args.model, device=args.device, threads=args.threads, vad=False,
-                                                backend=args.backend, quantize=args.quantize))
+                                                backend=args.backend, quantize=args.quantize),
+                              on_progress=_FirstUseProgress(args.model))
     return lambda audio: transcriber.transcribe_audio(audio).text
 
 
@@ -594,15 +675,61 @@ def cmd_prompts(args) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------
+EXAMPLES = {
+    "transcribe": """examples:
+  asr-app transcribe recordings/                      # every audio file in the folder, recursively
+  asr-app transcribe talk.m4a --format srt txt --output-dir subs
+  asr-app transcribe interview.flac --model base --language de
+  asr-app transcribe --live                           # the microphone, in a terminal screen
+  asr-app transcribe --live --input talk.flac --speed 0 --no-tui""",
+    "eval": """examples:
+  asr-app eval ../shared/data/librispeech/train-clean-5
+  asr-app eval ../shared/data/ljspeech --filter 'LJ002-*' --report lj002.json
+  asr-app eval --profile alice                        # the profile's held-out takes""",
+    "bench": """examples:
+  asr-app bench ../shared/data/samples/jfk.wav --faster-whisper int8
+  asr-app bench ../shared/data/librispeech/train-clean-5 --threads 2 --faster-whisper none
+  asr-app bench ../shared/data/ljspeech --filter 'LJ002-*' --live --minutes 5""",
+    "export": """examples:
+  asr-app export                                      # tiny.en, int8, into the model cache
+  asr-app export --model base --quantize none --out base-onnx
+  asr-app export --profile alice""",
+    "enroll": """examples:
+  asr-app enroll --profile alice                      # record with the microphone
+  asr-app enroll --profile alice --status
+  asr-app enroll --profile lj --import ../shared/data/ljspeech --filter 'LJ001-*'""",
+    "prompts": """examples:
+  asr-app prompts coverage                            # the built-in prompts
+  asr-app prompts order mine.txt ordered.txt""",
+    "adapt": """examples:
+  asr-app adapt --profile alice
+  asr-app adapt --profile alice --target-ratio 0.85 --general-set ../shared/data/librispeech/train-clean-5""",
+    "profiles": """examples:
+  asr-app profiles""",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the problem, then where the usage is."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `asr-app` argument parser with one subcommand per command."""
     from asr_app import __version__
 
-    parser = argparse.ArgumentParser(prog="asr-app", description="On-device Whisper speech recognition.")
+    parser = _Parser(prog="asr-app", description="On-device Whisper speech recognition.")
     parser.add_argument("--version", action="version", version=f"asr-app {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("transcribe", help="transcribe audio files and folders")
+    p = _command(sub, "transcribe", "transcribe audio files and folders, or the microphone live")
     p.add_argument("paths", nargs="*", help="audio files and folders (searched recursively)")
     _add_model_args(p)
     _add_decoding_args(p)
@@ -621,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dir", default=None, help="with --live: save the session here (default: data dir)")
     p.set_defaults(func=cmd_transcribe)
 
-    p = sub.add_parser("eval", help="word error rate on a labelled set")
+    p = _command(sub, "eval", "word error rate on a labelled set")
     p.add_argument("dataset", nargs="?", help="LibriSpeech folder, LJSpeech folder, or manifest .jsonl "
                                               "(default with --profile: the profile's held-out takes)")
     p.add_argument("--split", default=None, choices=("train", "heldout"), help="manifest split to evaluate")
@@ -631,37 +758,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N utterances only")
     p.add_argument("--vad", action="store_true", help="apply VAD before decoding (off for eval by default)")
     p.add_argument("--report", default=None, help="write a JSON report with every utterance here")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="RTF, peak memory and load time, beside faster-whisper")
-    p.add_argument("target", help="a dataset (as for eval) or one audio file")
+    p = _command(sub, "bench", "RTF, peak memory and load time, beside faster-whisper")
+    p.add_argument("target", help="a dataset (as for eval), a folder of audio, or one audio file")
     _add_model_args(p)
-    p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument("--filter", default=None)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--beam-size", type=int, default=1, help="beam width for every engine (1 = greedy, the default)")
+    p.add_argument("--filter", default=None, help="keep utterance ids matching this glob, e.g. 'LJ002-*'")
+    p.add_argument("--limit", type=int, default=None, help="first N utterances only")
     p.add_argument("--faster-whisper", nargs="*", default=["float32"], metavar="COMPUTE_TYPE",
-                   help="also run faster-whisper with these compute types (default: float32; none to skip)")
+                   choices=("float32", "int8", "int8_float32", "int16", "float16", "int8_float16", "bfloat16",
+                            "none"),
+                   help="also run faster-whisper with these compute types (default: float32; none to skip it)")
     p.add_argument("--report", default=None, help="write the figures as JSON here")
+    p.add_argument("--no-command", action="store_true",
+                   help="skip timing each engine as a whole command (process start to exit, VAD on)")
     p.add_argument("--live", action="store_true",
                    help="streaming figures instead: latency, word lag, RTF, flicker, streaming vs offline WER")
     p.add_argument("--minutes", type=float, default=5.0, help="with --live on a dataset: minutes of clips to join")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("export", help="write the model (or a profile's adapted model) as ONNX for onnxruntime")
-    _add_model_args(p, "export this profile's adapted model")
+    p = _command(sub, "export", "write the model (or a profile's adapted model) as ONNX for onnxruntime")
+    _add_model_args(p, "export this profile's adapted model", run_options=False)
     p.add_argument("--out", default=None,
                    help="folder to write (default: inside an adapted model's folder, else the model cache)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("enroll", help="record (or import) your voice into a profile")
+    p = _command(sub, "enroll", "record (or import) your voice into a profile")
     p.add_argument("--profile", default=None, help="profile name (kept in the user data folder)")
     p.add_argument("--profile-dir", default=None, help="keep the profile in this folder instead")
     p.add_argument("--speaker", default=None, help="speaker name stored in the profile (default: profile name)")
     p.add_argument("--prompts", default=None, help="text file to read from (split into sentences) "
                                                    "instead of the built-in prompts")
     p.add_argument("--target-hours", type=float, default=8.0, help="enrollment target (default 8)")
-    p.add_argument("--input", default=None, help="read this audio file instead of the microphone")
+    p.add_argument("--input", default=None,
+                   help="read this audio file instead of the microphone: a recording of you reading the "
+                        "prompts shown, in order, with a pause after each (to import recordings of other "
+                        "texts, use --import)")
     p.add_argument("--speed", type=float, default=1.0, help="with --input: 1 = real time, 0 = as fast as possible")
     p.add_argument("--import", dest="import_dir", default=None,
                    help="import recordings with transcripts (LibriSpeech, LJSpeech or manifest)")
@@ -671,16 +805,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tui", action="store_true", help="plain text instead of the terminal UI")
     p.add_argument("--no-asr-check", action="store_true", help="skip the misreading check (no model needed)")
     p.add_argument("--max-wer", type=float, default=0.4, help="misreading check: reject takes above this WER")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_args(p, profile_help=None)
     p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("prompts", help="prompt-set coverage (needs the [prompts] extra)")
-    p.add_argument("action", choices=("coverage", "order"))
+    p = _command(sub, "prompts", "prompt-set coverage (needs the [prompts] extra)")
+    p.add_argument("action", choices=("coverage", "order"),
+                   help="coverage: phoneme and phoneme-pair coverage of a prompt set; order: write the "
+                        "sentences of SRC... to OUT in the order that covers the most phonemes soonest")
     p.add_argument("files", nargs="*", help="coverage: files to measure (default: built-in); order: SRC... OUT")
     p.set_defaults(func=cmd_prompts)
 
-    p = sub.add_parser("adapt", help="compress and adapt Whisper to a profile's voice (AdaPTwin)")
+    p = _command(sub, "adapt", "compress and adapt Whisper to a profile's voice (AdaPTwin)")
     p.add_argument("--profile", default=None, help="the enrollment profile to adapt to")
     p.add_argument("--profile-dir", default=None, help="a profile folder outside the default place")
     p.add_argument("--base", default="tiny.en", help="base model: tiny.en, base, a folder or a hub id")
@@ -713,13 +849,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(head_dim is 64; the KV cache shrinks to R wide; default: dense)")
     p.add_argument("--skip", nargs="*", choices=("layerwise", "finetune"), help="leave out recovery stages (ablation)")
     p.add_argument("--no-control", action="store_true", help="skip the LoRA-only control model")
-    p.add_argument("--lora-rank", type=int, default=64)
+    p.add_argument("--lora-rank", type=int, default=64, help="rank of the LoRA adapters in recovery (default 64)")
     p.add_argument("--finetune-lora", choices=("encoder", "decoder", "both"), default="decoder",
                    help="where end-to-end fine-tuning puts its LoRA adapters (default: the decoder's linears; "
                         "the encoder stays as layer-wise distillation left it)")
-    p.add_argument("--layerwise-epochs", type=float, default=2.0)
-    p.add_argument("--finetune-epochs", type=float, default=2.0)
-    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--layerwise-epochs", type=float, default=2.0,
+                   help="passes over the training windows in layer-wise distillation (default 2)")
+    p.add_argument("--finetune-epochs", type=float, default=2.0,
+                   help="passes over the training windows in end-to-end fine-tuning (default 2)")
+    p.add_argument("--batch-size", type=int, default=2, help="30-second windows per training step (default 2)")
     p.add_argument("--kd-weight", type=float, default=0.5, help="weight of distillation toward the original")
     p.add_argument("--layerwise-teacher-input", type=float, default=1.0, metavar="W",
                    help="layer-wise distillation: weight of the term feeding each layer the original model's "
@@ -734,14 +872,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed-perturb", type=float, nargs="*", default=[0.9, 1.1], metavar="SPEED",
                    help="train also on copies of the speaker and replay takes played at these speeds "
                         "(default 0.9 1.1; give none to turn it off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of window packing, sampling and initialization")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to train (default auto: a CUDA GPU when torch sees one, else the CPU)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for training (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_adapt)
 
-    p = sub.add_parser("profiles", help="list enrollment profiles")
+    p = _command(sub, "profiles", "list enrollment profiles")
     p.set_defaults(func=cmd_profiles)
     return parser
 

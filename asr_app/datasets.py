@@ -124,13 +124,36 @@ def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
     return out
 
 
+def labelled_file(path: Path) -> Utterance | None:
+    """A single audio file's utterance from the dataset files beside it, if any.
+
+    Looks for the file's stem in a LibriSpeech-style `*.trans.txt` in its folder, in an
+    LJSpeech `metadata.csv` one folder up (the file under `wavs/`), or for the file in the
+    folder's `manifest.jsonl`. Returns None when none of them lists it.
+    """
+    path = Path(path)
+    folder, stem = path.parent, path.stem
+    for trans in sorted(folder.glob("*.trans.txt")):
+        for line in trans.read_text(encoding="utf-8").splitlines():
+            uid, _, text = line.strip().partition(" ")
+            if uid == stem:
+                return Utterance(uid, path, text, uid.split("-")[0])
+    if folder.name == "wavs" and (folder.parent / "metadata.csv").is_file():
+        return next((u for u in read_ljspeech(folder.parent) if u.id == stem), None)
+    if (folder / "manifest.jsonl").is_file():
+        return next((u for u in read_manifest(folder / "manifest.jsonl") if u.audio.resolve() == path.resolve()),
+                    None)
+    return None
+
+
 def load_dataset(path: str | Path, filter_glob: str | None = None, limit: int | None = None,
                  split: str | None = None) -> list[Utterance]:
     """Read a labelled set in any supported layout, detected from what is on disk.
 
     Args:
         path: a LibriSpeech-style folder, an LJSpeech folder, a manifest `.jsonl` file,
-            or a folder holding `manifest.jsonl`.
+            a folder holding `manifest.jsonl`, or one audio file listed by the dataset
+            files beside it (see `labelled_file`).
         filter_glob: keep utterances whose id matches (e.g. "LJ002-*").
         limit: keep the first N after filtering.
         split: for manifests, keep only rows of this split ("train", "heldout").
@@ -148,6 +171,12 @@ def load_dataset(path: str | Path, filter_glob: str | None = None, limit: int | 
         utts = read_librispeech(path)
     elif not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
+    elif path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
+        utt = labelled_file(path)
+        if utt is None:
+            raise DatasetError(f"{path}: no transcript of this file beside it (a *.trans.txt line "
+                               f"'{path.stem} TEXT', an LJSpeech metadata.csv or a manifest.jsonl)")
+        utts = [utt]
     else:
         raise DatasetError(
             f"{path}: not a dataset: expected LibriSpeech (*.trans.txt), LJSpeech (metadata.csv) "

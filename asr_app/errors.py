@@ -22,3 +22,12 @@ class DatasetError(AsrAppError):
 
 class OptionError(AsrAppError):
     """An option value that cannot work with the chosen model or input."""
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of the package's optional extras, as the README says it.
+
+    asr-app is installed from its source folder (`pip install -e .`); pip lists it as
+    `ownvoice-asr`, since the name `asr-app` on PyPI belongs to another project.
+    """
+    return f'pip install -e ".[{extra}]" (in the asr-app source folder)'

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_app.audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, SAMPLE_RATE_HZ, load_audio, log_mel_window
+from asr_app.audio import (FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, SAMPLE_RATE_HZ, load_audio, log_mel_window,
+                           peak_frame_dbfs)
 from asr_app.decoding import DecodingOptions, WindowDecoder, tokens_to_segments
 from asr_app.errors import OptionError
 from asr_app.models import BACKENDS, DEFAULT_MODEL, load_model
@@ -34,6 +35,10 @@ class TranscribeOptions:
         vad: skip non-speech with silero-vad before decoding.
         vad_options: VadOptions.
         condition_on_previous_text: prompt each window with the previous window's text.
+        silence_dbfs: a window whose loudest 32 ms frame is quieter than this (RMS, dBFS)
+            holds no speech and is skipped without decoding, VAD or not: Whisper writes
+            "you" on digital silence with a confident log-probability, which its own
+            no-speech test lets through. None turns the check off.
     Raises:
         ValueError: from __post_init__, naming the field.
     """
@@ -47,6 +52,7 @@ class TranscribeOptions:
     vad: bool = True
     vad_options: VadOptions = field(default_factory=VadOptions)
     condition_on_previous_text: bool = False
+    silence_dbfs: float | None = -70.0
 
     def __post_init__(self):
         if self.device not in ("cpu", "cuda"):
@@ -122,19 +128,20 @@ class Transcriber:
     Args:
         options: TranscribeOptions.
         bundle: an already loaded WhisperBundle to reuse (else `options.model` is loaded).
+        on_progress: told the steps of a first-use conversion or export (see `load_model`).
     Raises:
         ModelError: the model cannot be loaded.
         OptionError: options the model cannot honour (a language on an English-only model).
     """
 
-    def __init__(self, options: TranscribeOptions = TranscribeOptions(), bundle=None):
+    def __init__(self, options: TranscribeOptions = TranscribeOptions(), bundle=None, on_progress=None):
         if options.threads and options.backend == "torch":
             import torch
 
             torch.set_num_threads(options.threads)
         self.options = options
         self.bundle = bundle or load_model(options.model, options.device, options.backend, options.threads,
-                                           options.quantize)
+                                           options.quantize, on_progress=on_progress)
         try:
             self.decoder = WindowDecoder(self.bundle, options.decoding)
         except ValueError as e:
@@ -182,6 +189,9 @@ class Transcriber:
         while seek < content_frames:
             window_frames = min(N_FRAMES, content_frames - seek)
             window = view.slice(seek * HOP_LENGTH, (seek + window_frames) * HOP_LENGTH)
+            if self.options.silence_dbfs is not None and peak_frame_dbfs(window) < self.options.silence_dbfs:
+                seek += window_frames  # nothing but (near-)digital silence: nothing to hear
+                continue
             mel = log_mel_window(fe, window)
             prompt = previous if self.options.condition_on_previous_text else None
             result = self.decoder.decode(mel, prompt)

@@ -35,7 +35,7 @@ def test_bad_files_each_get_a_clear_reason(tmp_path):
     raw = (tmp_path / "long.flac").read_bytes()
     (tmp_path / "cut.flac").write_bytes(raw[: len(raw) // 3])
     cases = {
-        "missing.wav": "not found",
+        "missing.wav": "no such file",
         "empty.wav": "empty file",
         "text.wav": "not a readable audio file",
         "zero.wav": "no audio samples",
