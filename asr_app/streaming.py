@@ -169,23 +169,28 @@ def _key(word: str) -> str:
     return _PUNCT.sub("", word.lower())
 
 
-def skip_committed(committed: list[str], words: list[str], slack: int = 3, tail_chars: int = 32) -> int:
+def skip_committed(committed: list[str], words: list[str], slack: int | None = None, tail_chars: int = 32) -> int:
     """How many leading `words` of a new hypothesis stand for the `committed` words.
 
     Usually the new hypothesis repeats them exactly and the answer is len(committed). When
-    it does not (a word split in two, two merged, re-spelled, one missing), the letters of
-    the committed words' end are compared (difflib) with the letters of each candidate
-    prefix of `words` within `slack` words of that count, and the closest prefix wins
-    (ties: the one nearest len(committed)).
+    it does not (a word split in two, two merged, re-spelled, a phrase of the context left
+    out), the letters of the committed words' end are compared (difflib) with the letters
+    of each candidate prefix of `words` within `slack` words of that count, and the
+    closest prefix wins (ties: the one nearest len(committed)).
 
     Args:
         committed: words already committed from this buffer, in order.
         words: the new hypothesis of the same buffer.
+        slack: how far from len(committed) the boundary is looked for, words; default
+            max(3, len(committed) // 3), since a re-decode of 15 s of context can leave
+            out or add a whole phrase.
         tail_chars: how many letters before the boundary are compared.
     Returns:
         An index into `words` (0 to len(words)).
     """
     k = len(committed)
+    if slack is None:
+        slack = max(3, k // 3)
     a = [_key(w) for w in committed]
     b = [_key(w) for w in words]
     if not k or b[:k] == a:

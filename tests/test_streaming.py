@@ -119,6 +119,12 @@ def test_skip_committed_aligns_by_letters_not_by_count():
     assert skip_committed(["some", "day", "soon"], "someday soon we go".split()) == 2
     assert skip_committed([], "a b".split()) == 0
     assert skip_committed(["a", "b", "c"], ["a"]) == 1
+    # a re-decode of the kept context that leaves out a phrase of it: the new words are not skipped
+    context = ("we are moving the outfit later tonight the commissioner explained eight tons of his lab "
+               "equipment plus his special guards").split()
+    shorter = [w for w in context if w not in ("later", "tonight", "the", "commissioner", "explained")]
+    new = "oh trigger picked up the glass".split()
+    assert skip_committed(context, shorter + new) == len(shorter)
 
 
 def _joined(*paths):
