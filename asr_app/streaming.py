@@ -309,11 +309,18 @@ class StreamingTranscriber:
 
     def _covers_context(self, hyp: _Hypothesis) -> bool:
         """Whether a decode of the buffer went past its context (the finished pieces kept):
-        at least as many words, and, if it closed its last segment, closed it later."""
+        at least as many words, and, if it closed its last segment, closed it later; if it
+        left its last segment open, it has words after the context, unless the VAD heard
+        no speech after it (Whisper may repeat the context and stop, as before a chapter
+        title read after a pause)."""
         known = sum(len(words) for _, words in self._pieces)
         closed = hyp.closed_end_s
-        return (len(hyp.words) >= known and
-                (closed is None or self._buffer_start + closed * SAMPLE_RATE_HZ > self._piece_start))
+        if len(hyp.words) < known:
+            return False
+        if closed is not None:
+            return self._buffer_start + closed * SAMPLE_RATE_HZ > self._piece_start
+        return (skip_committed(self._buffer_words, hyp.words) < len(hyp.words)
+                or not self._speech_between(self._piece_start, self._buffer_start + hyp.span))
 
     def _drop_context(self) -> None:
         """Cut the kept pieces away; the buffer starts at the piece being transcribed."""

@@ -159,6 +159,21 @@ def test_a_decode_that_stops_early_without_a_timestamp_is_split_not_trusted(tiny
     assert "in the shadows of the old courtyard" in text and "heals he said" in text, text
 
 
+@pytest.mark.slow
+def test_a_phrase_after_the_context_is_not_lost_when_whisper_repeats_the_context(tiny_onnx):
+    """With the previous phrases kept as context, Whisper decoded them again and stopped,
+    leaving the chapter title read after the pause out ("chapter fourteen in deryck's safe
+    control"): a decode with no words past the context, while the VAD heard speech there,
+    is done again without the context."""
+    from asr_app.streaming_bench import replay_fixed
+
+    require_data(TRAIN_CLEAN_5)
+    utts = [load_dataset(TRAIN_CLEAN_5, f)[0] for f in ("2136-5147-0007", "226-122538-0000")]
+    audio, _ = concatenate_clips([load_audio(u.audio) for u in utts])
+    text = normalize(replay_fixed(StreamingTranscriber(tiny_onnx), audio))
+    assert "uncomfortable and feverish chapter 14" in text, text
+
+
 def _long_utterances():
     import soundfile as sf
 
