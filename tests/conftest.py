@@ -60,3 +60,16 @@ def tiny_onnx(cache_root):
     from asr_app.models import load_model
 
     return load_model("tiny.en", backend="onnx", threads=2)
+
+
+@pytest.fixture
+def no_microphone(monkeypatch):
+    """Take the microphone away, also where the machine has one (CI's virtual microphone):
+    sounddevice finds no input device to open."""
+    import sys
+    import types
+
+    def no_device(**kwargs):
+        raise ValueError("No input device matching")
+
+    monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(check_input_settings=no_device))

@@ -171,7 +171,7 @@ def test_profiles_lists_hours_and_takes(tmp_path, monkeypatch, capsys):
     assert "alice" in out and " 1 " in out
 
 
-def test_no_microphone_is_one_clear_line(tmp_path, capsys):
+def test_no_microphone_is_one_clear_line(tmp_path, capsys, no_microphone):
     code = main(["enroll", "--profile-dir", str(tmp_path / "p"), "--no-asr-check", "--no-tui"])
     err = capsys.readouterr().err
     assert code == 1 and "--input FILE" in err and "Traceback" not in err
@@ -238,12 +238,12 @@ def test_prompts_coverage_command(capsys):
     assert first["phonemes"] == "39/39" and first["first_hours"] == 0.5
 
 
-def test_a_failed_enroll_leaves_no_empty_profile(tmp_path, monkeypatch, capsys):
+def test_a_failed_enroll_leaves_no_empty_profile(tmp_path, monkeypatch, capsys, no_microphone):
     monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path))
     assert main(["enroll", "--profile", "t3", "--input", str(tmp_path / "missing.wav"), "--no-tui",
                  "--no-asr-check"]) == 1
     assert "no such file or folder" in capsys.readouterr().err
-    assert main(["enroll", "--profile", "t4", "--no-tui", "--no-asr-check"]) == 1  # no microphone here
+    assert main(["enroll", "--profile", "t4", "--no-tui", "--no-asr-check"]) == 1  # no microphone
     capsys.readouterr()
     assert not (tmp_path / "profiles" / "t3").exists() and not (tmp_path / "profiles" / "t4").exists()
     assert main(["profiles"]) == 0
