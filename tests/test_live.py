@@ -78,19 +78,15 @@ def test_live_screen_shows_text_and_wer_and_saves_on_quit(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("missing", ["sounddevice", "input device"])
-def test_live_without_microphone_is_one_clear_line(tiny, capsys, monkeypatch, missing):
+def test_live_without_microphone_is_one_clear_line(tiny, capsys, monkeypatch, missing, request):
     """Where the machine has a microphone (CI's virtual one), take it away: no sounddevice
-    module, or no input device to open."""
+    module, or no input device to open (the `no_microphone` fixture)."""
     import sys
-    import types
 
     if missing == "sounddevice":
         monkeypatch.setitem(sys.modules, "sounddevice", None)  # import raises ImportError
     else:
-        def no_device(**kwargs):
-            raise ValueError("No input device matching")
-
-        monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(check_input_settings=no_device))
+        request.getfixturevalue("no_microphone")
     assert main(["transcribe", "--live", "--no-tui"]) == 1
     err = capsys.readouterr().err
     assert "--input FILE" in err and "Traceback" not in err
