@@ -165,6 +165,11 @@ class _Hypothesis:
 _PUNCT = re.compile(r"[^\w']+")
 
 
+def _to_hop(seconds: float) -> int:
+    """A time in seconds as a sample count on the log-mel hop grid (160 samples)."""
+    return round(seconds * SAMPLE_RATE_HZ) // HOP_LENGTH * HOP_LENGTH
+
+
 def _key(word: str) -> str:
     return _PUNCT.sub("", word.lower())
 
@@ -317,8 +322,8 @@ class StreamingTranscriber:
         closed = hyp.closed_end_s
         if len(hyp.words) < known:
             return False
-        if closed is not None:
-            return self._buffer_start + closed * SAMPLE_RATE_HZ > self._piece_start
+        if closed is not None:  # in whole hops, as the finalize loop seeks: equal is no progress
+            return self._buffer_start + _to_hop(closed) > self._piece_start
         return (skip_committed(self._buffer_words, hyp.words) < len(hyp.words)
                 or not self._speech_between(self._piece_start, self._buffer_start + hyp.span))
 
@@ -490,14 +495,14 @@ class StreamingTranscriber:
             if forced:
                 pass
             elif closed is not None:
-                closed_at = round(closed * SAMPLE_RATE_HZ) // HOP_LENGTH * HOP_LENGTH
+                closed_at = _to_hop(closed)
                 if not last_piece or (hyp.span - closed_at > UNCOVERED_S * SAMPLE_RATE_HZ and
                                       self._speech_between(self._buffer_start + closed_at, self._buffer_start + span)):
                     seek = closed_at
             elif not last_piece and len(hyp.segments) > 1:
                 # a 30 s span ending inside an open segment: redo that segment from its start
                 open_seg = hyp.segments[-1]
-                seek = round(open_seg.start_s * SAMPLE_RATE_HZ) // HOP_LENGTH * HOP_LENGTH
+                seek = _to_hop(open_seg.start_s)
                 n = len(hyp.words) - len(open_seg.words)
                 hyp = dataclasses.replace(hyp, segments=hyp.segments[:-1], words=hyp.words[:n], ends_s=hyp.ends_s[:n])
                 j = min(j, n)
