@@ -22,9 +22,8 @@ N_SAMPLES = CHUNK_S * SAMPLE_RATE_HZ  # 480_000 samples in a window
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 log-mel frames in a window
 FRAMES_PER_SECOND = SAMPLE_RATE_HZ // HOP_LENGTH  # 100
 SECONDS_PER_TOKEN = 0.02  # one timestamp step = 2 frames = one encoder position (audio_ctx)
-AUDIO_EXTENSIONS = frozenset(
-    ".wav .flac .mp3 .ogg .oga .opus .m4a .aac .wma .webm .aiff .aif .au .mp4 .mka".split()
-)
+N_TIMESTAMPS = N_FRAMES // 2  # 1500 timestamp positions in a window (<|0.00|> .. <|30.00|>)
+AUDIO_EXTENSIONS = frozenset(".wav .flac .mp3 .ogg .oga .opus .m4a .aac .wma .webm .aiff .aif .au .mp4 .mka".split())
 
 
 @contextlib.contextmanager
@@ -222,7 +221,7 @@ def log_mel_window(feature_extractor, audio: np.ndarray) -> np.ndarray:
 
     Args:
         feature_extractor: a `WhisperFeatureExtractor`, or anything with a
-            `log_mel(audio) -> (n_mels, frames)` method (`onnx_backend.NumpyLogMel`).
+            `log_mel(audio) -> (n_mels, frames)` method (`asr_app.onnx.runtime.NumpyLogMel`).
         audio: (samples,) float32, 16 kHz, at most N_SAMPLES long.
     Returns:
         (n_mels, 3000) float32.

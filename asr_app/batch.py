@@ -51,8 +51,9 @@ def plan_jobs(paths: list[str | Path], output_dir: Path) -> list[BatchJob]:
             raise AudioError(f"{p}: no such file or folder")
     if not jobs:
         folders = ", ".join(str(p) for p in paths)
-        raise AudioError(f"no audio files found in {folders} (searched recursively for "
-                         f"{' '.join(sorted(AUDIO_EXTENSIONS))})")
+        raise AudioError(
+            f"no audio files found in {folders} (searched recursively for {' '.join(sorted(AUDIO_EXTENSIONS))})"
+        )
     return list(jobs.values())
 
 
@@ -64,9 +65,14 @@ class Progress:
     def close(self) -> None: ...
 
 
-def run_batch(jobs: list[BatchJob], transcriber: Transcriber, formats: tuple[str, ...],
-              overwrite: bool = False, progress: Progress | None = None,
-              on_transcript: Callable[[BatchJob, Transcript], None] | None = None) -> BatchResult:
+def run_batch(
+    jobs: list[BatchJob],
+    transcriber: Transcriber,
+    formats: tuple[str, ...],
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    on_transcript: Callable[[BatchJob, Transcript], None] | None = None,
+) -> BatchResult:
     """Transcribe every job, writing outputs atomically; never stops on a bad file.
 
     A job whose every output file exists is skipped unless `overwrite`, so an interrupted

@@ -94,12 +94,12 @@ def _peak_rss_mb() -> float:
 
 
 def parse_engine(engine: str) -> tuple[str, str | None, str, str]:
-    """"asr-app/onnx-int8:tiny.en" -> ("asr-app", "tiny.en", "onnx", "int8"); torch engines
+    """ "asr-app/onnx-int8:tiny.en" -> ("asr-app", "tiny.en", "onnx", "int8"); torch engines
     give backend "torch" (and quantize "none")."""
     head, _, model = engine.partition(":")
     name, _, variant = head.partition("/")
     if variant.startswith("onnx-"):
-        return name, model or None, "onnx", variant[len("onnx-"):]
+        return name, model or None, "onnx", variant[len("onnx-") :]
     return name, model or None, "torch", "none"
 
 
@@ -111,9 +111,17 @@ def _run_asr_app(cfg: BenchConfig, engine: str) -> EngineResult:
     _, model, backend, quantize = parse_engine(engine)
     res = EngineResult(engine)
     t0 = time.perf_counter()
-    tr = Transcriber(TranscribeOptions(model=model or cfg.model, device=cfg.device, threads=cfg.threads, vad=False,
-                                       backend=backend, quantize=quantize if backend == "onnx" else "int8",
-                                       decoding=DecodingOptions(beam_size=cfg.beam_size)))
+    tr = Transcriber(
+        TranscribeOptions(
+            model=model or cfg.model,
+            device=cfg.device,
+            threads=cfg.threads,
+            vad=False,
+            backend=backend,
+            quantize=quantize if backend == "onnx" else "int8",
+            decoding=DecodingOptions(beam_size=cfg.beam_size),
+        )
+    )
     res.load_s = time.perf_counter() - t0
     for uid, path, _ in cfg.audio:
         audio = load_audio(path)
@@ -141,8 +149,13 @@ def _run_faster_whisper(cfg: BenchConfig, compute_type: str) -> EngineResult:
     for uid, path, _ in cfg.audio:
         audio = load_audio(path)
         t1 = time.perf_counter()
-        segments, info = model.transcribe(audio, beam_size=cfg.beam_size, language="en" if not model.model.is_multilingual else None,
-                                          vad_filter=False, condition_on_previous_text=False)
+        segments, info = model.transcribe(
+            audio,
+            beam_size=cfg.beam_size,
+            language="en" if not model.model.is_multilingual else None,
+            vad_filter=False,
+            condition_on_previous_text=False,
+        )
         text = "".join(s.text for s in segments).strip()
         res.decode_s += time.perf_counter() - t1
         res.audio_s += len(audio) / 16000
@@ -213,9 +226,27 @@ def _command_argv(cfg: BenchConfig, engine: str, out_dir: str) -> list[str] | No
     files = [path for _, path, _ in cfg.audio]
     name, model, backend, quantize = parse_engine(engine)
     if name == "asr-app":
-        argv = [sys.executable, "-m", "asr_app", "transcribe", *files, "--output-dir", out_dir, "--quiet",
-                "--overwrite", "--threads", str(cfg.threads), "--model", model or cfg.model, "--backend", backend,
-                "--beam-size", str(cfg.beam_size), "--device", cfg.device]
+        argv = [
+            sys.executable,
+            "-m",
+            "asr_app",
+            "transcribe",
+            *files,
+            "--output-dir",
+            out_dir,
+            "--quiet",
+            "--overwrite",
+            "--threads",
+            str(cfg.threads),
+            "--model",
+            model or cfg.model,
+            "--backend",
+            backend,
+            "--beam-size",
+            str(cfg.beam_size),
+            "--device",
+            cfg.device,
+        ]
         return argv + (["--quantize", quantize] if backend == "onnx" else [])
     if name == "faster-whisper":
         from asr_app.models import find_model
@@ -223,8 +254,18 @@ def _command_argv(cfg: BenchConfig, engine: str, out_dir: str) -> list[str] | No
         source = find_model(cfg.reference_model or cfg.model)
         if source.kind != "ct2" or len(source.model_files) != 1:
             return None
-        return [sys.executable, "-c", _FASTER_WHISPER_COMMAND, source.location, engine.partition(":")[2] or "float32",
-                str(cfg.threads), str(cfg.beam_size), cfg.device, out_dir, *files]
+        return [
+            sys.executable,
+            "-c",
+            _FASTER_WHISPER_COMMAND,
+            source.location,
+            engine.partition(":")[2] or "float32",
+            str(cfg.threads),
+            str(cfg.beam_size),
+            cfg.device,
+            out_dir,
+            *files,
+        ]
     return None
 
 
@@ -247,9 +288,8 @@ def run_bench(cfg: BenchConfig, on_progress=None) -> list[EngineResult]:
 
     on_progress: told the steps of a first-use export (done here, outside the measured
     processes; see `asr_app.models.onnx_model_dir`)."""
-    from asr_app.wer import corpus_wer
-
     from asr_app.models import onnx_model_dir
+    from asr_app.wer import corpus_wer
 
     results = []
     ctx = multiprocessing.get_context("spawn")
@@ -282,5 +322,10 @@ def results_to_dict(cfg: BenchConfig, results: list[EngineResult]) -> dict:
                 d["command_wall_ratio_vs_first"] = round(base.command_wall_s / r.command_wall_s, 3)
                 d["command_peak_ratio_vs_first"] = round(base.command_peak_mb / r.command_peak_mb, 3)
         rows.append(d)
-    return {"model": cfg.model, "threads": cfg.threads, "beam_size": cfg.beam_size,
-            "utterances": len(cfg.audio), "engines": rows}
+    return {
+        "model": cfg.model,
+        "threads": cfg.threads,
+        "beam_size": cfg.beam_size,
+        "utterances": len(cfg.audio),
+        "engines": rows,
+    }

@@ -52,8 +52,10 @@ def read_librispeech(root: Path) -> list[Utterance]:
             uid, _, text = line.strip().partition(" ")
             audio = _find_audio(trans.parent, uid)
             if audio is None:
-                raise DatasetError(f"{trans}: audio for {uid} listed but missing (looked for {uid}.flac, "
-                                   f"{uid}.wav, ... beside it): restore the file or remove its line")
+                raise DatasetError(
+                    f"{trans}: audio for {uid} listed but missing (looked for {uid}.flac, "
+                    f"{uid}.wav, ... beside it): restore the file or remove its line"
+                )
             out.append(Utterance(uid, audio, text, uid.split("-")[0]))
     return out
 
@@ -100,7 +102,9 @@ def read_manifest_rows(path: Path) -> list[dict]:
         except (ValueError, KeyError, TypeError) as e:
             if n == len(lines) and partial_last and isinstance(e, ValueError):
                 continue  # a last line cut off by a crash mid-append
-            raise DatasetError(f"{path}:{n}: not a manifest line ({e}); expected {{\"audio\": ..., \"text\": ...}}") from None
+            raise DatasetError(
+                f'{path}:{n}: not a manifest line ({e}); expected {{"audio": ..., "text": ...}}'
+            ) from None
         rows.append(row)
     return rows
 
@@ -119,8 +123,15 @@ def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
             continue
         audio = Path(row["audio"])
         audio = audio if audio.is_absolute() else path.parent / audio
-        out.append(Utterance(str(row.get("id", row["audio"])), audio, row["text"], str(row.get("speaker", "")),
-                             float(row.get("duration_s", 0.0))))
+        out.append(
+            Utterance(
+                str(row.get("id", row["audio"])),
+                audio,
+                row["text"],
+                str(row.get("speaker", "")),
+                float(row.get("duration_s", 0.0)),
+            )
+        )
     return out
 
 
@@ -141,13 +152,13 @@ def labelled_file(path: Path) -> Utterance | None:
     if folder.name == "wavs" and (folder.parent / "metadata.csv").is_file():
         return next((u for u in read_ljspeech(folder.parent) if u.id == stem), None)
     if (folder / "manifest.jsonl").is_file():
-        return next((u for u in read_manifest(folder / "manifest.jsonl") if u.audio.resolve() == path.resolve()),
-                    None)
+        return next((u for u in read_manifest(folder / "manifest.jsonl") if u.audio.resolve() == path.resolve()), None)
     return None
 
 
-def load_dataset(path: str | Path, filter_glob: str | None = None, limit: int | None = None,
-                 split: str | None = None) -> list[Utterance]:
+def load_dataset(
+    path: str | Path, filter_glob: str | None = None, limit: int | None = None, split: str | None = None
+) -> list[Utterance]:
     """Read a labelled set in any supported layout, detected from what is on disk.
 
     Args:
@@ -174,13 +185,14 @@ def load_dataset(path: str | Path, filter_glob: str | None = None, limit: int | 
     elif path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
         utt = labelled_file(path)
         if utt is None:
-            raise DatasetError(f"{path}: no transcript of this file beside it (a *.trans.txt line "
-                               f"'{path.stem} TEXT', an LJSpeech metadata.csv or a manifest.jsonl)")
+            raise DatasetError(
+                f"{path}: no transcript of this file beside it (a *.trans.txt line "
+                f"'{path.stem} TEXT', an LJSpeech metadata.csv or a manifest.jsonl)"
+            )
         utts = [utt]
     else:
         raise DatasetError(
-            f"{path}: not a dataset: expected LibriSpeech (*.trans.txt), LJSpeech (metadata.csv) "
-            "or a manifest (.jsonl)"
+            f"{path}: not a dataset: expected LibriSpeech (*.trans.txt), LJSpeech (metadata.csv) or a manifest (.jsonl)"
         )
     if filter_glob:
         utts = [u for u in utts if fnmatch.fnmatchcase(u.id, filter_glob)]

@@ -8,165 +8,20 @@ identical across backends. Rules follow openai-whisper's `decoding.py` and faste
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
-from asr_app.audio import FRAMES_PER_SECOND, SECONDS_PER_TOKEN
+from asr_app.decoding_options import DecodingOptions, DecodingResult
+from asr_app.whisper_rules import TokenFilter, compression_ratio, log_softmax
 
-NEG_INF = float("-inf")
-
-
-@dataclass(frozen=True)
-class DecodingOptions:
-    """Options of one window's decoding.
-
-    Attributes:
-        language: ISO code such as "en"; None detects it (multilingual models only).
-        task: "transcribe" or "translate" (multilingual models only).
-        beam_size: 1 is greedy; >1 is beam search (patience 1, length-normalized score).
-        best_of: candidates sampled at each temperature > 0; the likeliest is kept.
-        temperatures: tried in order; the next is used when the result fails the
-            compression-ratio or log-probability test (whisper's fallback).
-        without_timestamps: decode with `<|notimestamps|>` (no segment times).
-        suppress_blank: forbid a blank or end-of-text as the first sampled token.
-        max_initial_timestamp_s: the first timestamp may not exceed this (seconds).
-        sample_len: the most tokens sampled per window (whisper: 224).
-        compression_ratio_threshold: gzip ratio above which output counts as repetitive.
-        logprob_threshold: average log-probability below which the output counts as failed.
-        no_speech_threshold: with a failed log-probability, a `<|nospeech|>` probability
-            above this marks the window silent.
-        seed: for sampling at temperature > 0.
-    Raises:
-        ValueError: from __post_init__ on out-of-range values, naming the field.
-    """
-
-    language: str | None = None
-    task: str = "transcribe"
-    beam_size: int = 1
-    best_of: int = 5
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    without_timestamps: bool = False
-    suppress_blank: bool = True
-    max_initial_timestamp_s: float = 1.0
-    sample_len: int = 224
-    compression_ratio_threshold: float | None = 2.4
-    logprob_threshold: float | None = -1.0
-    no_speech_threshold: float | None = 0.6
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.task not in ("transcribe", "translate"):
-            raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
-        if self.beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
-        if self.best_of < 1:
-            raise ValueError(f"best_of must be >= 1, got {self.best_of}")
-        if not self.temperatures or any(t < 0 for t in self.temperatures):
-            raise ValueError(f"temperatures must be a non-empty tuple of values >= 0, got {self.temperatures}")
-        if not 1 <= self.sample_len <= 448:
-            raise ValueError(f"sample_len must be in 1..448, got {self.sample_len}")
-
-
-@dataclass
-class DecodingResult:
-    """Result of decoding one window.
-
-    Attributes:
-        tokens: sampled tokens (text and timestamps), without prompt and end-of-text.
-        avg_logprob: sum of sampled log-probabilities / (len(tokens) + 1).
-        no_speech_prob: probability of `<|nospeech|>` at the first step.
-        compression_ratio: gzip compression ratio of the decoded text.
-        temperature: the temperature that produced this result.
-        language: the language decoded in.
-    """
-
-    tokens: list[int]
-    avg_logprob: float
-    no_speech_prob: float
-    compression_ratio: float
-    temperature: float
-    language: str
-    text: str = ""
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log_softmax over the last axis (float32; -inf entries stay -inf)."""
-    m = logits.max(axis=-1, keepdims=True)
-    shifted = logits - m
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def compression_ratio(text: str) -> float:
-    """len(utf-8 bytes) / len(zlib-compressed bytes); high values mean repetition loops."""
-    raw = text.encode("utf-8")
-    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
-
-
-class TokenFilter:
-    """Masks applied to next-token logits: suppressed tokens, blank start, timestamp rules.
-
-    Args:
-        special: the model's SpecialTokens.
-        suppress_tokens: ids never to sample (non-speech symbols and task tokens).
-        sample_begin: index in the token sequence of the first sampled token.
-        options: DecodingOptions.
-    Source: openai-whisper `SuppressBlank`, `SuppressTokens`, `ApplyTimestampRules`.
-    """
-
-    def __init__(self, special, suppress_tokens: list[int], blank_ids: list[int], sample_begin: int,
-                 options: DecodingOptions):
-        self.special = special
-        self.suppress = np.array(sorted(set(suppress_tokens)), dtype=np.int64)
-        self.blank = np.array(blank_ids, dtype=np.int64)
-        self.sample_begin = sample_begin
-        self.options = options
-        self.max_initial_ts_index = round(options.max_initial_timestamp_s / SECONDS_PER_TOKEN)
-
-    def __call__(self, logits: np.ndarray, tokens: list[list[int]]) -> np.ndarray:
-        """logits: (beams, vocab) float32, modified in place and returned."""
-        n = len(tokens[0])
-        if self.options.suppress_blank and n == self.sample_begin:
-            logits[:, self.blank] = NEG_INF
-        logits[:, self.suppress] = NEG_INF
-        if not self.options.without_timestamps:
-            self._timestamp_rules(logits, tokens)
-        return logits
-
-    def _timestamp_rules(self, logits: np.ndarray, tokens: list[list[int]]):
-        ts = self.special.timestamp_begin
-        eot = self.special.eot
-        logits[:, self.special.no_timestamps] = NEG_INF
-        for k, seq in enumerate(tokens):
-            sampled = seq[self.sample_begin :]
-            last_ts = len(sampled) >= 1 and sampled[-1] >= ts
-            penultimate_ts = len(sampled) < 2 or sampled[-2] >= ts
-            if last_ts:
-                if penultimate_ts:  # a pair closed: text must follow
-                    logits[k, ts:] = NEG_INF
-                else:  # an open timestamp: the next is a timestamp or end-of-text
-                    logits[k, :eot] = NEG_INF
-            stamps = [t for t in sampled if t >= ts]
-            if stamps:
-                # timestamps never decrease; a closing one may equal its opener
-                floor = stamps[-1] if last_ts and not penultimate_ts else stamps[-1] + 1
-                logits[k, ts:floor] = NEG_INF
-        if len(tokens[0]) == self.sample_begin:
-            logits[:, :ts] = NEG_INF  # the first sampled token is a timestamp
-            logits[:, ts + self.max_initial_ts_index + 1 :] = NEG_INF
-        # take a timestamp whenever all timestamps together outweigh the best text token
-        logprobs = log_softmax(logits)
-        with np.errstate(divide="ignore"):
-            ts_logprob = np.log(np.exp(logprobs[:, ts:]).sum(axis=-1))
-        text_max = logprobs[:, :ts].max(axis=-1)
-        logits[ts_logprob > text_max, :ts] = NEG_INF
+__all__ = ["DecodingOptions", "DecodingResult", "WhisperRunner", "WindowDecoder", "make_runner"]
 
 
 class WhisperRunner:
     """Runs the encoder and the decoder step by step with a KV cache (torch backend).
 
-    Runners share one interface (see `asr_app.onnx_backend.OnnxRunner`): `encode`,
+    Runners share one interface (see `asr_app.onnx.OnnxRunner`): `encode`,
     `step`, `reorder`, `expand_features`; tokens, beam indices and logits are numpy, audio
     features and the cache are whatever the backend keeps.
 
@@ -224,9 +79,10 @@ class WhisperRunner:
 
 
 def make_runner(bundle):
-    """The runner for a bundle's backend: OnnxRunner for an exported model, else torch."""
-    if getattr(bundle, "backend", "torch") == "onnx":
-        from asr_app.onnx_backend import OnnxRunner
+    """The runner for an `asr_app.models.Bundle`'s `backend`: `OnnxRunner` for "onnx", else
+    `WhisperRunner` (torch)."""
+    if bundle.backend == "onnx":
+        from asr_app.onnx.runtime import OnnxRunner
 
         return OnnxRunner(bundle)
     return WhisperRunner(bundle)
@@ -325,7 +181,9 @@ class WindowDecoder:
         tried: list[tuple[DecodingResult, bool]] = []
         for temperature in o.temperatures:
             result = self._decode_once(audio_features, prompt, temperature, language)
-            too_repetitive = o.compression_ratio_threshold is not None and result.compression_ratio > o.compression_ratio_threshold
+            too_repetitive = (
+                o.compression_ratio_threshold is not None and result.compression_ratio > o.compression_ratio_threshold
+            )
             too_unlikely = o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold
             silent = o.no_speech_threshold is not None and result.no_speech_prob > o.no_speech_threshold
             if (silent and too_unlikely) or (not too_repetitive and not too_unlikely):
@@ -456,49 +314,3 @@ class WindowDecoder:
 
         best, score = max(finished.items(), key=normalized)
         return list(best[n_prompt:]), score, no_speech
-
-
-def tokens_to_segments(tokens: list[int], timestamp_begin: int, time_offset_s: float,
-                       segment_frames: int) -> tuple[list[tuple[float, float, list[int]]], int]:
-    """Split one window's tokens into segments at timestamp pairs, and say how far to seek.
-
-    Args:
-        tokens: sampled tokens of one window (no prompt, no end-of-text).
-        timestamp_begin: id of `<|0.00|>`.
-        time_offset_s: the window's start in the audio, seconds.
-        segment_frames: log-mel frames of real audio in this window (<= 3000).
-    Returns:
-        (segments, seek_frames): segments as (start_s, end_s, text_tokens) in absolute
-        seconds; the number of frames to advance. When the window ends inside an unfinished
-        segment, that segment is dropped and the seek stops at its opening timestamp, so the
-        next window decodes it whole: no text is lost or repeated at window boundaries.
-    Source: openai-whisper `transcribe()` (consecutive-timestamp slicing).
-    """
-    frames_per_token = 2  # 3000 frames / 1500 timestamp positions
-    is_ts = [t >= timestamp_begin for t in tokens]
-    single_ending = len(tokens) >= 2 and is_ts[-2:] == [False, True]
-    cuts = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
-    segments = []
-    if cuts:
-        if single_ending:
-            cuts.append(len(tokens))
-        last = 0
-        for cut in cuts:
-            piece = tokens[last:cut]
-            start = (piece[0] - timestamp_begin) * SECONDS_PER_TOKEN
-            end = (piece[-1] - timestamp_begin) * SECONDS_PER_TOKEN
-            segments.append((time_offset_s + start, time_offset_s + end, [t for t in piece if t < timestamp_begin]))
-            last = cut
-        if single_ending:
-            seek = segment_frames
-        else:
-            seek = (tokens[last - 1] - timestamp_begin) * frames_per_token
-    else:
-        duration = segment_frames / FRAMES_PER_SECOND
-        stamps = [t for t in tokens if t >= timestamp_begin]
-        if stamps and stamps[-1] != timestamp_begin:
-            duration = (stamps[-1] - timestamp_begin) * SECONDS_PER_TOKEN
-        start = (stamps[0] - timestamp_begin) * SECONDS_PER_TOKEN if stamps else 0.0
-        segments.append((time_offset_s + start, time_offset_s + duration, [t for t in tokens if t < timestamp_begin]))
-        seek = segment_frames
-    return [s for s in segments if s[2]], max(seek, 1)

@@ -44,21 +44,36 @@ class EvalReport:
 
     def to_dict(self) -> dict:
         """JSON-ready report."""
+
         def counts(c: WerCounts) -> dict:
-            return {"wer": round(100 * c.wer, 3), "substitutions": c.substitutions, "deletions": c.deletions,
-                    "insertions": c.insertions, "reference_words": c.reference_words}
+            return {
+                "wer": round(100 * c.wer, 3),
+                "substitutions": c.substitutions,
+                "deletions": c.deletions,
+                "insertions": c.insertions,
+                "reference_words": c.reference_words,
+            }
 
         return {
-            "model": self.model, "dataset": self.dataset, "utterances_total": len(self.utterances),
-            "audio_s": round(self.audio_s, 2), "decode_s": round(self.decode_s, 2), "rtf": round(self.rtf, 4),
+            "model": self.model,
+            "dataset": self.dataset,
+            "utterances_total": len(self.utterances),
+            "audio_s": round(self.audio_s, 2),
+            "decode_s": round(self.decode_s, 2),
+            "rtf": round(self.rtf, 4),
             "total": counts(self.total),
             "per_speaker": {k: counts(v) for k, v in sorted(self.per_speaker.items())},
-            "failed": self.failed, "utterances": self.utterances,
+            "failed": self.failed,
+            "utterances": self.utterances,
         }
 
 
-def evaluate(utterances: list[Utterance], transcriber: Transcriber, dataset_name: str,
-             on_utterance: Callable[[dict], None] | None = None) -> EvalReport:
+def evaluate(
+    utterances: list[Utterance],
+    transcriber: Transcriber,
+    dataset_name: str,
+    on_utterance: Callable[[dict], None] | None = None,
+) -> EvalReport:
     """Transcribe each utterance and score it against its reference.
 
     WER is corpus-level (total edits / total reference words) after Whisper's English
@@ -82,11 +97,18 @@ def evaluate(utterances: list[Utterance], transcriber: Transcriber, dataset_name
         report.audio_s += transcript.duration_s
         report.decode_s += elapsed
         row = {
-            "id": utt.id, "speaker": utt.speaker, "audio": str(utt.audio),
-            "duration_s": round(transcript.duration_s, 3), "decode_s": round(elapsed, 3),
-            "reference": utt.text, "hypothesis": transcript.text,
-            "reference_normalized": ref_n, "hypothesis_normalized": hyp_n,
-            "substitutions": c.substitutions, "deletions": c.deletions, "insertions": c.insertions,
+            "id": utt.id,
+            "speaker": utt.speaker,
+            "audio": str(utt.audio),
+            "duration_s": round(transcript.duration_s, 3),
+            "decode_s": round(elapsed, 3),
+            "reference": utt.text,
+            "hypothesis": transcript.text,
+            "reference_normalized": ref_n,
+            "hypothesis_normalized": hyp_n,
+            "substitutions": c.substitutions,
+            "deletions": c.deletions,
+            "insertions": c.insertions,
             "reference_words": c.reference_words,
         }
         report.utterances.append(row)

@@ -50,8 +50,13 @@ class LiveSession:
         options: StreamingOptions.
     """
 
-    def __init__(self, bundle, reference: str | None = None, prompts: list[str] | None = None,
-                 options: StreamingOptions = StreamingOptions()):
+    def __init__(
+        self,
+        bundle,
+        reference: str | None = None,
+        prompts: list[str] | None = None,
+        options: StreamingOptions = StreamingOptions(),
+    ):
         self.bundle = bundle
         self.stream = StreamingTranscriber(bundle, options)
         self.wer = RunningWer()
@@ -126,22 +131,44 @@ class LiveSession:
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
         write_flac_atomic(folder / "audio.flac", audio, SAMPLE_RATE_HZ)
         atomic_write_text(folder / "transcript.txt", self.stream.committed_text + "\n")
-        words = [{"word": w, "end_s": round(e, 2)} for w, e in zip(self.stream.committed_words, self.stream.committed_ends_s)]
-        atomic_write_text(folder / "transcript.json", json.dumps(
-            {"model": self.bundle.name, "audio_s": round(self.stream.audio_s, 2), "rtf": round(self.rtf, 4),
-             "text": self.stream.committed_text, "words": words}, indent=2, ensure_ascii=False))
+        words = [
+            {"word": w, "end_s": round(e, 2)} for w, e in zip(self.stream.committed_words, self.stream.committed_ends_s)
+        ]
+        atomic_write_text(
+            folder / "transcript.json",
+            json.dumps(
+                {
+                    "model": self.bundle.name,
+                    "audio_s": round(self.stream.audio_s, 2),
+                    "rtf": round(self.rtf, 4),
+                    "text": self.stream.committed_text,
+                    "words": words,
+                },
+                indent=2,
+                ensure_ascii=False,
+            ),
+        )
         if self.tracks_wer:
             errors = self.wer.errors()
             counts = errors.counts
-            atomic_write_text(folder / "wer.json", json.dumps(
-                {"wer": round(100 * counts.wer, 2), "substitutions": counts.substitutions,
-                 "deletions": counts.deletions, "insertions": counts.insertions,
-                 "reference_words_read": counts.reference_words,
-                 "words_in_error": [self.wer.hypothesis_words[i] for i in errors.wrong],
-                 "words_missed": [self.wer.reference_words[i] for i in errors.missed],
-                 "reference": " ".join(self.wer.reference_words), "hypothesis": " ".join(self.wer.hypothesis_words),
-                 "over_time": [{"audio_s": round(t, 2), "wer": round(w, 2)} for t, w in self.state.wer_points]},
-                indent=2))
+            atomic_write_text(
+                folder / "wer.json",
+                json.dumps(
+                    {
+                        "wer": round(100 * counts.wer, 2),
+                        "substitutions": counts.substitutions,
+                        "deletions": counts.deletions,
+                        "insertions": counts.insertions,
+                        "reference_words_read": counts.reference_words,
+                        "words_in_error": [self.wer.hypothesis_words[i] for i in errors.wrong],
+                        "words_missed": [self.wer.reference_words[i] for i in errors.missed],
+                        "reference": " ".join(self.wer.reference_words),
+                        "hypothesis": " ".join(self.wer.hypothesis_words),
+                        "over_time": [{"audio_s": round(t, 2), "wer": round(w, 2)} for t, w in self.state.wer_points],
+                    },
+                    indent=2,
+                ),
+            )
         return folder
 
 

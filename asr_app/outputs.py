@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from asr_app.files import current_umask
+
 if TYPE_CHECKING:
     from asr_app.transcribe import Transcript
 
@@ -29,20 +31,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def current_umask() -> int:
-    """The process's umask (read without changing it where /proc allows)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
-    os.umask(mask)
-    return mask
 
 
 def new_file_mode(path: Path) -> int:
@@ -123,8 +111,7 @@ def format_tsv(t: Transcript) -> str:
     """Tab-separated `start_ms end_ms text`, as openai-whisper writes it."""
     rows = ["start\tend\ttext"]
     rows += [
-        f"{round(s.start_s * 1000)}\t{round(s.end_s * 1000)}\t{s.text.strip().replace(chr(9), ' ')}"
-        for s in t.segments
+        f"{round(s.start_s * 1000)}\t{round(s.end_s * 1000)}\t{s.text.strip().replace(chr(9), ' ')}" for s in t.segments
     ]
     return "\n".join(rows) + "\n"
 

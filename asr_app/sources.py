@@ -23,6 +23,7 @@ class AudioSource(Protocol):
     def start(self) -> None: ...
     def read(self, timeout_s: float = 0.5) -> np.ndarray | None:
         """Next chunk (samples,) float32 16 kHz; empty if none arrived in time; None at the end."""
+
     def close(self) -> None: ...
 
 

@@ -52,20 +52,25 @@ class LiveReport:
         """JSON-ready figures: medians and 90th percentiles."""
         r = lambda x: None if x is None else round(x, 3)  # noqa: E731
         return {
-            "audio_s": round(self.audio_s, 2), "compute_s": round(self.compute_s, 2), "rtf": round(self.rtf, 4),
-            "updates": self.updates, "decodes": self.decodes,
+            "audio_s": round(self.audio_s, 2),
+            "compute_s": round(self.compute_s, 2),
+            "rtf": round(self.rtf, 4),
+            "updates": self.updates,
+            "decodes": self.decodes,
             "eop_latency_median_s": r(self._pct(self.eop_latencies_s, 50)),
             "eop_latency_p90_s": r(self._pct(self.eop_latencies_s, 90)),
             "phrases": len(self.eop_latencies_s),
             "word_lag_median_s": r(self._pct(self.word_lags_s, 50)),
             "word_lag_p90_s": r(self._pct(self.word_lags_s, 90)),
-            "tentative_words_shown": self.tentative_shown, "flicker_words": self.flicker_words,
+            "tentative_words_shown": self.tentative_shown,
+            "flicker_words": self.flicker_words,
             "flicker_rate": round(self.flicker_words / self.tentative_shown, 4) if self.tentative_shown else 0.0,
         }
 
 
-def replay(stream: StreamingTranscriber, audio: np.ndarray, phrase_ends_s: list[float],
-           chunk_s: float = 0.1) -> LiveReport:
+def replay(
+    stream: StreamingTranscriber, audio: np.ndarray, phrase_ends_s: list[float], chunk_s: float = 0.1
+) -> LiveReport:
     """Feed `audio` as if live, on a simulated clock (see module docstring).
 
     Args:
@@ -191,8 +196,13 @@ def select_clips(utterances: list, minutes: float, gap_s: float = 0.6) -> list:
     return chosen
 
 
-def live_bench(bundle, clips: list[np.ndarray] | None = None, audio: np.ndarray | None = None,
-               reference: str | None = None, options=None) -> dict:
+def live_bench(
+    bundle,
+    clips: list[np.ndarray] | None = None,
+    audio: np.ndarray | None = None,
+    reference: str | None = None,
+    options=None,
+) -> dict:
     """Streaming figures beside offline WER on the same audio.
 
     Give either `clips` (joined with short pauses; phrase ends from each clip) or one
@@ -220,8 +230,12 @@ def live_bench(bundle, clips: list[np.ndarray] | None = None, audio: np.ndarray 
         for name, text in (("streaming", report.text), ("offline", offline.text)):
             counts = corpus_wer([reference], [text])
             out[f"{name}_wer"] = round(100 * counts.wer, 2)
-            out[f"{name}_errors"] = {"substitutions": counts.substitutions, "deletions": counts.deletions,
-                                     "insertions": counts.insertions, "reference_words": counts.reference_words}
+            out[f"{name}_errors"] = {
+                "substitutions": counts.substitutions,
+                "deletions": counts.deletions,
+                "insertions": counts.insertions,
+                "reference_words": counts.reference_words,
+            }
     runs = deletion_runs(offline.text, report.text)
     out["longest_run_missed_vs_offline"] = len(runs[0]) if runs else 0
     out["streaming_text"] = report.text

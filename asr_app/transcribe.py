@@ -1,8 +1,8 @@
 """Transcription of whole files of any length: VAD, 30-second windows, segments with times.
 
-    transcriber = Transcriber(TranscribeOptions(model="tiny.en"))
-    transcript = transcriber.transcribe_file("talk.flac")
-    print(transcript.text, transcript.segments[0].start_s)
+transcriber = Transcriber(TranscribeOptions(model="tiny.en"))
+transcript = transcriber.transcribe_file("talk.flac")
+print(transcript.text, transcript.segments[0].start_s)
 """
 
 from __future__ import annotations
@@ -13,12 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_app.audio import (FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, SAMPLE_RATE_HZ, load_audio, log_mel_window,
-                           peak_frame_dbfs)
-from asr_app.decoding import DecodingOptions, WindowDecoder, tokens_to_segments
+from asr_app.audio import (
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    N_FRAMES,
+    SAMPLE_RATE_HZ,
+    load_audio,
+    log_mel_window,
+    peak_frame_dbfs,
+)
+from asr_app.decoding import DecodingOptions, WindowDecoder
 from asr_app.errors import OptionError
 from asr_app.models import BACKENDS, DEFAULT_MODEL, load_model
 from asr_app.vad import SpeechView, VadOptions, speech_chunks
+from asr_app.whisper_rules import tokens_to_segments
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,7 @@ class TranscribeOptions:
         model: built-in name, model folder or hub id (see `asr_app.models`).
         device: "cpu" or "cuda".
         threads: CPU threads (torch or onnxruntime); None leaves the library's default.
-        backend: "torch" or "onnx" (onnxruntime, see `asr_app.onnx_backend`).
+        backend: "torch" or "onnx" (onnxruntime, see `asr_app.onnx`).
         quantize: weights of the ONNX export made on first use: "int8", "fp16" or "none".
         decoding: per-window DecodingOptions (language, beam size, temperatures, ...).
         vad: skip non-speech with silero-vad before decoding.
@@ -116,8 +124,7 @@ class Transcript:
             "rtf": round(self.rtf, 4),
             "text": self.text,
             "segments": [
-                {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(s).items()}
-                for s in self.segments
+                {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(s).items()} for s in self.segments
             ],
         }
 
@@ -140,8 +147,9 @@ class Transcriber:
 
             torch.set_num_threads(options.threads)
         self.options = options
-        self.bundle = bundle or load_model(options.model, options.device, options.backend, options.threads,
-                                           options.quantize, on_progress=on_progress)
+        self.bundle = bundle or load_model(
+            options.model, options.device, options.backend, options.threads, options.quantize, on_progress=on_progress
+        )
         try:
             self.decoder = WindowDecoder(self.bundle, options.decoding)
         except ValueError as e:
@@ -213,16 +221,18 @@ class Transcriber:
             for start, end, text_tokens in pieces:
                 text = tok.decode(text_tokens)
                 if text.strip():
-                    segments.append(Segment(start, end, text, result.avg_logprob, result.no_speech_prob,
-                                            result.temperature))
+                    segments.append(
+                        Segment(start, end, text, result.avg_logprob, result.no_speech_prob, result.temperature)
+                    )
             seek += min(advance, window_frames)
             # whisper resets the prompt after a high-temperature result to stop loops
             previous = [] if result.temperature > 0.5 else (previous + [t for t in result.tokens])[-223:]
         return segments, language or "en"
 
 
-def transcribe_file(path: str | Path, options: TranscribeOptions = TranscribeOptions(),
-                    transcriber: Transcriber | None = None) -> Transcript:
+def transcribe_file(
+    path: str | Path, options: TranscribeOptions = TranscribeOptions(), transcriber: Transcriber | None = None
+) -> Transcript:
     """Transcribe one file. Pass a `Transcriber` to reuse a loaded model across calls.
 
     Raises:

@@ -77,8 +77,9 @@ def model_path() -> Path:
         path = Path(list(spec.submodule_search_locations)[0]) / "data" / MODEL_FILE
         if path.is_file():
             return path
-    raise ModelError(f"silero-vad's {MODEL_FILE} is missing: run `pip install 'silero-vad>=6.2'`, "
-                     "or transcribe with --no-vad")
+    raise ModelError(
+        f"silero-vad's {MODEL_FILE} is missing: run `pip install 'silero-vad>=6.2'`, or transcribe with --no-vad"
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,7 +137,8 @@ class SileroVad:
             self._context = frames[-1, -CONTEXT_SAMPLES:].copy()
             probs, self._h, self._c = self.session.run(
                 ["speech_probs", "hn", "cn"],
-                {"input": np.concatenate([contexts, frames], axis=1), "h": self._h, "c": self._c})
+                {"input": np.concatenate([contexts, frames], axis=1), "h": self._h, "c": self._c},
+            )
             out.append(np.asarray(probs, np.float32).reshape(-1))
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 

@@ -35,9 +35,13 @@ class WerCounts:
     def wer(self) -> float:
         return self.errors / self.reference_words if self.reference_words else 0.0
 
-    def __add__(self, other: "WerCounts") -> "WerCounts":
-        return WerCounts(self.substitutions + other.substitutions, self.deletions + other.deletions,
-                         self.insertions + other.insertions, self.reference_words + other.reference_words)
+    def __add__(self, other: WerCounts) -> WerCounts:
+        return WerCounts(
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+            self.reference_words + other.reference_words,
+        )
 
 
 def wer_counts(reference: str, hypothesis: str, normalized: bool = False) -> WerCounts:
@@ -97,14 +101,15 @@ class RunningWer:
         errors = self.errors()
         return errors.counts, errors.wrong
 
-    def errors(self) -> "RunningErrors":
+    def errors(self) -> RunningErrors:
         """Counts over the read part, and where the errors are on both sides."""
         import jiwer
 
         ref, hyp = self.reference_words, self.hypothesis_words
         if not ref or not hyp:
-            return RunningErrors(WerCounts(0, 0, len(hyp) if not ref else 0, 0),
-                                 list(range(len(hyp))) if not ref else [], [])
+            return RunningErrors(
+                WerCounts(0, 0, len(hyp) if not ref else 0, 0), list(range(len(hyp))) if not ref else [], []
+            )
         out = jiwer.process_words(" ".join(ref), " ".join(hyp))
         chunks = out.alignments[0]
         last_ref = max((c.ref_end_idx for c in chunks if c.type in ("equal", "substitute")), default=0)

@@ -24,9 +24,13 @@ class ImportResult:
     rejected: dict[str, str] = field(default_factory=dict)
 
 
-def import_utterances(profile: Profile, utterances: list[Utterance], transcribe: Callable[[np.ndarray], str] | None,
-                      quality: QualityOptions = QualityOptions(),
-                      on_progress: Callable[[Utterance, str | None], None] | None = None) -> ImportResult:
+def import_utterances(
+    profile: Profile,
+    utterances: list[Utterance],
+    transcribe: Callable[[np.ndarray], str] | None,
+    quality: QualityOptions = QualityOptions(),
+    on_progress: Callable[[Utterance, str | None], None] | None = None,
+) -> ImportResult:
     """Resample, check and save each utterance as a take (prompt id `import:<id>`).
 
     Utterances already imported (same id) are passed over, so an interrupted import resumes.

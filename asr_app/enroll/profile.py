@@ -103,20 +103,40 @@ class Take:
     source: str = "mic"
 
     def to_json(self) -> str:
-        d = {"id": f"take-{self.take_id:06d}", "take_id": self.take_id, "audio": self.audio, "text": self.text,
-             "speaker": self.speaker, "duration_s": self.duration_s, "split": self.split,
-             "session": self.session, "prompt_id": self.prompt_id, "flagged": self.flagged,
-             "recorded_at": self.recorded_at, "source": self.source}
+        d = {
+            "id": f"take-{self.take_id:06d}",
+            "take_id": self.take_id,
+            "audio": self.audio,
+            "text": self.text,
+            "speaker": self.speaker,
+            "duration_s": self.duration_s,
+            "split": self.split,
+            "session": self.session,
+            "prompt_id": self.prompt_id,
+            "flagged": self.flagged,
+            "recorded_at": self.recorded_at,
+            "source": self.source,
+        }
         if self.replaces is not None:
             d["replaces"] = self.replaces
         return json.dumps(d, ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Take":
-        return cls(int(d["take_id"]), d["audio"], d["text"], float(d["duration_s"]), d.get("split", "train"),
-                   int(d.get("session", 1)), str(d.get("prompt_id", "")), d.get("speaker", ""),
-                   bool(d.get("flagged", False)), d.get("replaces"), float(d.get("recorded_at", 0.0)),
-                   d.get("source", "mic"))
+    def from_dict(cls, d: dict) -> Take:
+        return cls(
+            int(d["take_id"]),
+            d["audio"],
+            d["text"],
+            float(d["duration_s"]),
+            d.get("split", "train"),
+            int(d.get("session", 1)),
+            str(d.get("prompt_id", "")),
+            d.get("speaker", ""),
+            bool(d.get("flagged", False)),
+            d.get("replaces"),
+            float(d.get("recorded_at", 0.0)),
+            d.get("source", "mic"),
+        )
 
 
 class Profile:
@@ -135,12 +155,15 @@ class Profile:
 
     def __init__(self, path: Path, new_speaker: str | None = None):
         self.path = Path(path)
-        self._new_meta = ({"speaker": new_speaker, "created": time.time(), "sessions": 0, "models": []}
-                          if new_speaker is not None else None)
+        self._new_meta = (
+            {"speaker": new_speaker, "created": time.time(), "sessions": 0, "models": []}
+            if new_speaker is not None
+            else None
+        )
 
     # -- create / open ---------------------------------------------------------------------
     @classmethod
-    def create_or_open(cls, path: Path, speaker: str) -> "Profile":
+    def create_or_open(cls, path: Path, speaker: str) -> Profile:
         """Open the profile at `path`, or a new one that is written on its first write."""
         return cls(path, new_speaker=speaker)
 
@@ -156,7 +179,7 @@ class Profile:
             self._write_meta(self._new_meta)
 
     @classmethod
-    def open(cls, path: Path) -> "Profile":
+    def open(cls, path: Path) -> Profile:
         p = cls(path)
         if not (p.path / PROFILE_JSON).is_file():
             raise ProfileError(f"no profile at {p.path}: record with `asr-app enroll --profile NAME` first")
@@ -218,8 +241,17 @@ class Profile:
         rows = self.all_takes()
         return max((t.take_id for t in rows), default=0) + 1
 
-    def add_take(self, audio: np.ndarray, text: str, prompt_id: str, session: int, *,
-                 flagged: bool = False, replaces: int | None = None, source: str = "mic") -> Take:
+    def add_take(
+        self,
+        audio: np.ndarray,
+        text: str,
+        prompt_id: str,
+        session: int,
+        *,
+        flagged: bool = False,
+        replaces: int | None = None,
+        source: str = "mic",
+    ) -> Take:
         """Save a take crash-safely: FLAC first (atomic), then the manifest line (fsync).
 
         Args:
@@ -232,17 +264,39 @@ class Profile:
         take_id = self.next_take_id()
         rel = f"takes/{take_id:06d}.flac"
         write_flac_atomic(self.path / rel, audio)
-        take = Take(take_id, rel, text, round(len(audio) / SAMPLE_RATE_HZ, 3),
-                    "heldout" if take_id % HELDOUT_EVERY == 0 else "train", session, prompt_id,
-                    speaker=self.meta().get("speaker", ""), flagged=flagged, replaces=replaces,
-                    recorded_at=round(time.time(), 3), source=source)
+        take = Take(
+            take_id,
+            rel,
+            text,
+            round(len(audio) / SAMPLE_RATE_HZ, 3),
+            "heldout" if take_id % HELDOUT_EVERY == 0 else "train",
+            session,
+            prompt_id,
+            speaker=self.meta().get("speaker", ""),
+            flagged=flagged,
+            replaces=replaces,
+            recorded_at=round(time.time(), 3),
+            source=source,
+        )
         self._append_line(take.to_json())
         return take
 
     def set_flag(self, take: Take, flagged: bool = True) -> Take:
         """Flag a take by re-appending it as a replacement with the same audio."""
-        new = Take(self.next_take_id(), take.audio, take.text, take.duration_s, take.split, take.session,
-                   take.prompt_id, take.speaker, flagged, take.take_id, round(time.time(), 3), take.source)
+        new = Take(
+            self.next_take_id(),
+            take.audio,
+            take.text,
+            take.duration_s,
+            take.split,
+            take.session,
+            take.prompt_id,
+            take.speaker,
+            flagged,
+            take.take_id,
+            round(time.time(), 3),
+            take.source,
+        )
         self._append_line(new.to_json())
         return new
 

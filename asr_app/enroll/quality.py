@@ -78,8 +78,7 @@ class TakeReport:
         """One line for a person: the verdict and the figures."""
         verdict = "kept" if self.accepted else "rejected: " + "; ".join(self.reasons)
         wer = f", WER {100 * self.wer:.0f}%" if self.wer is not None else ""
-        return (f"{verdict} ({self.duration_s:.1f} s, speech {self.speech_dbfs:.0f} dBFS, "
-                f"SNR {self.snr_db:.0f} dB{wer})")
+        return f"{verdict} ({self.duration_s:.1f} s, speech {self.speech_dbfs:.0f} dBFS, SNR {self.snr_db:.0f} dB{wer})"
 
 
 def measure_take(audio: np.ndarray, vad_options: VadOptions = VadOptions(min_silence_ms=300, speech_pad_ms=30)):
@@ -123,8 +122,9 @@ def reading_errors(prompt: str, transcript: str) -> tuple[float, float]:
     return wer, cer
 
 
-def check_take(audio: np.ndarray, prompt: str, options: QualityOptions = QualityOptions(),
-               transcribe=None, cut_off: bool = False) -> TakeReport:
+def check_take(
+    audio: np.ndarray, prompt: str, options: QualityOptions = QualityOptions(), transcribe=None, cut_off: bool = False
+) -> TakeReport:
     """Run every check on a take.
 
     Args:
@@ -141,8 +141,10 @@ def check_take(audio: np.ndarray, prompt: str, options: QualityOptions = Quality
     clipped = float(np.mean(np.abs(audio) >= options.clip_level)) if len(audio) else 0.0
     r = TakeReport(duration_s, speech_s, speech_dbfs, noise_dbfs, clipped)
     if clipped > options.max_clipped_fraction:
-        r.reasons.append(f"clipping ({100 * clipped:.2f}% of samples at full scale): lower the input gain "
-                         "or move back from the microphone")
+        r.reasons.append(
+            f"clipping ({100 * clipped:.2f}% of samples at full scale): lower the input gain "
+            "or move back from the microphone"
+        )
     if duration_s < options.min_duration_s or speech_s < options.min_speech_s:
         r.reasons.append(f"too short ({duration_s:.1f} s, {speech_s:.1f} s of speech)")
     elif speech_s / duration_s < options.min_speech_ratio:
@@ -151,11 +153,14 @@ def check_take(audio: np.ndarray, prompt: str, options: QualityOptions = Quality
         r.reasons.append("cut off: the take reached its maximum length while you were speaking")
     if speech_s >= options.min_speech_s:
         if speech_dbfs < options.min_speech_dbfs:
-            r.reasons.append(f"too quiet (speech at {speech_dbfs:.0f} dBFS, need {options.min_speech_dbfs:.0f}): "
-                             "raise the input gain or come closer")
+            r.reasons.append(
+                f"too quiet (speech at {speech_dbfs:.0f} dBFS, need {options.min_speech_dbfs:.0f}): "
+                "raise the input gain or come closer"
+            )
         elif r.snr_db < options.min_snr_db:
-            r.reasons.append(f"low signal-to-noise ({r.snr_db:.0f} dB, need {options.min_snr_db:.0f}): "
-                             "find a quieter room")
+            r.reasons.append(
+                f"low signal-to-noise ({r.snr_db:.0f} dB, need {options.min_snr_db:.0f}): find a quieter room"
+            )
     if transcribe is not None and options.max_wer is not None and speech_s >= options.min_speech_s:
         r.transcript = transcribe(audio)
         r.wer, r.cer = reading_errors(prompt, r.transcript)

@@ -66,28 +66,45 @@ class Progress:
 
     def summary(self) -> str:
         """One line: kept, takes, sessions, pace, time to go."""
+
         def hm(hours: float) -> str:
             m = round(hours * 60)
             return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
 
         togo = self.recording_hours_to_go
-        pace = (f"; pace {self.pace:.2f} h kept per hour recorded, about {hm(togo)} of recording to go"
-                if togo is not None and self.hours_to_go else "")
-        this = (f"; this session {hm(self.session_kept_s / 3600)} kept in {hm(self.session_wall_s / 3600)}"
-                if self.session_wall_s else "")
-        return (f"{hm(self.kept_hours)} of {self.target_hours:g} h kept ({100 * self.kept_hours / self.target_hours:.1f}%), "
-                f"{self.takes} takes ({self.heldout_takes} held out), {self.sessions} session(s), "
-                f"{hm(self.hours_to_go)} to go{pace}{this}")
+        pace = (
+            f"; pace {self.pace:.2f} h kept per hour recorded, about {hm(togo)} of recording to go"
+            if togo is not None and self.hours_to_go
+            else ""
+        )
+        this = (
+            f"; this session {hm(self.session_kept_s / 3600)} kept in {hm(self.session_wall_s / 3600)}"
+            if self.session_wall_s
+            else ""
+        )
+        return (
+            f"{hm(self.kept_hours)} of {self.target_hours:g} h kept ({100 * self.kept_hours / self.target_hours:.1f}%), "
+            f"{self.takes} takes ({self.heldout_takes} held out), {self.sessions} session(s), "
+            f"{hm(self.hours_to_go)} to go{pace}{this}"
+        )
 
 
-def profile_progress(profile: Profile, target_hours: float, session_kept_s: float = 0.0,
-                     session_wall_s: float = 0.0) -> Progress:
+def profile_progress(
+    profile: Profile, target_hours: float, session_kept_s: float = 0.0, session_wall_s: float = 0.0
+) -> Progress:
     """Progress of a profile toward `target_hours` (a running session's figures added)."""
     takes = profile.takes()
     meta = profile.meta()
-    return Progress(sum(t.duration_s for t in takes) / 3600, len(takes), sum(t.split == "heldout" for t in takes),
-                    int(meta.get("sessions", 0)), target_hours,
-                    float(meta.get("recording_wall_s", 0.0)) + session_wall_s, session_kept_s, session_wall_s)
+    return Progress(
+        sum(t.duration_s for t in takes) / 3600,
+        len(takes),
+        sum(t.split == "heldout" for t in takes),
+        int(meta.get("sessions", 0)),
+        target_hours,
+        float(meta.get("recording_wall_s", 0.0)) + session_wall_s,
+        session_kept_s,
+        session_wall_s,
+    )
 
 
 class EnrollSession:
@@ -103,9 +120,16 @@ class EnrollSession:
         source: label stored with each take ("mic" or "file:<name>").
     """
 
-    def __init__(self, profile: Profile, prompts: list[Prompt], transcribe: Callable[[np.ndarray], str] | None = None,
-                 quality: QualityOptions = QualityOptions(), recorder_options: RecorderOptions = RecorderOptions(),
-                 target_hours: float = 8.0, source: str = "mic"):
+    def __init__(
+        self,
+        profile: Profile,
+        prompts: list[Prompt],
+        transcribe: Callable[[np.ndarray], str] | None = None,
+        quality: QualityOptions = QualityOptions(),
+        recorder_options: RecorderOptions = RecorderOptions(),
+        target_hours: float = 8.0,
+        source: str = "mic",
+    ):
         self.profile = profile
         self.transcribe = transcribe
         self.quality = quality
@@ -150,8 +174,9 @@ class EnrollSession:
         if report.accepted:
             if self.session_number is None:
                 self.session_number = self.profile.begin_session()
-            take = self.profile.add_take(audio, prompt.text, prompt.id, self.session_number,
-                                         replaces=self._replaces, source=self.source)
+            take = self.profile.add_take(
+                audio, prompt.text, prompt.id, self.session_number, replaces=self._replaces, source=self.source
+            )
             self._kept_s += take.duration_s
             self.last_take = take
             self._replaces = None
@@ -222,8 +247,9 @@ class Command:
     QUIT = "quit"
 
 
-def run_session(session: EnrollSession, source, on_event: Callable[[str, object], None],
-                commands=None, level_every_s: float = 0.1) -> str:
+def run_session(
+    session: EnrollSession, source, on_event: Callable[[str, object], None], commands=None, level_every_s: float = 0.1
+) -> str:
     """Read `source` into `session` until the input ends, the prompts run out, or QUIT.
 
     Events passed to `on_event(kind, payload)`: ("level", dBFS), ("take", TakeOutcome),
@@ -255,8 +281,10 @@ def run_session(session: EnrollSession, source, on_event: Callable[[str, object]
                     session.skip()
                     on_event("info", "skipped")
                 elif cmd == Command.RERECORD:
-                    on_event("info", "read the last sentence again" if session.rerecord_last()
-                             else "no kept take to re-record yet")
+                    on_event(
+                        "info",
+                        "read the last sentence again" if session.rerecord_last() else "no kept take to re-record yet",
+                    )
                 elif cmd == Command.FLAG:
                     on_event("info", "last take flagged" if session.flag_last() else "nothing to flag")
                 on_event("prompt", session.current)

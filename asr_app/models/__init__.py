@@ -3,69 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from asr_app.errors import ModelError
+from asr_app.models.bundle import Bundle, WhisperBundle, language_of_block
 from asr_app.models.convert import SpecialTokens
-from asr_app.models.resolver import (BUILTIN_MODELS, DEFAULT_MODEL, ModelSource, converted_dir, find_model,
-                                     local_source)
+from asr_app.models.resolver import BUILTIN_MODELS, DEFAULT_MODEL, ModelSource, converted_dir, find_model, local_source
 
-__all__ = ["DEFAULT_MODEL", "BUILTIN_MODELS", "BACKENDS", "WhisperBundle", "load_model", "find_model", "ModelSource",
-           "onnx_model_dir", "quiet_transformers_logging"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "BUILTIN_MODELS",
+    "BACKENDS",
+    "Bundle",
+    "WhisperBundle",
+    "language_of_block",
+    "load_model",
+    "find_model",
+    "ModelSource",
+    "onnx_model_dir",
+    "quiet_transformers_logging",
+]
 
 BACKENDS = ("torch", "onnx")
 
 # First-use preparation reports its steps to a callback: (what is being done, steps done,
 # steps in all); the CLI draws them as one progress bar. Nothing is reported on later uses.
 PrepareProgress = Callable[[str, int, int], None]
-
-
-@dataclass
-class WhisperBundle:
-    """A loaded Whisper model with what decoding needs.
-
-    Attributes:
-        name: what the user asked for (e.g. "tiny.en").
-        model: `WhisperForConditionalGeneration`, eval mode, float32, on `device`.
-        tokenizer: `WhisperTokenizer` with timestamp tokens.
-        feature_extractor: `WhisperFeatureExtractor` (log-mel, numpy).
-        special: ids of the special tokens.
-        device: "cpu" or "cuda".
-        path: the Hugging Face folder loaded, or the hub id.
-        adapted_language: language an `asr-app adapt` model was trained to decode in (from
-            its config.json, see `language_of_block`); None for other models.
-    """
-
-    name: str
-    model: object
-    tokenizer: object
-    feature_extractor: object
-    special: SpecialTokens
-    device: str
-    path: str
-    adapted_language: str | None = None
-
-    @property
-    def is_multilingual(self) -> bool:
-        """True when the vocabulary has the multilingual layout (51865+ tokens)."""
-        return self.model.config.vocab_size >= 51865
-
-    @property
-    def n_mels(self) -> int:
-        """Number of log-mel bins the encoder expects (80 or 128)."""
-        return self.model.config.num_mel_bins
-
-
-def language_of_block(block: dict | None) -> str | None:
-    """The language recorded in an adapted model's compression block (config.json).
-
-    Models adapted before the language was recorded were all trained with the English
-    prefix, so a block without one means "en"; no block (not an adapted model) gives None.
-    """
-    if block is None:
-        return None
-    return block.get("language") or "en"
 
 
 def quiet_transformers_logging() -> None:
@@ -91,7 +54,7 @@ def _export_key(source: ModelSource) -> str:
     """Changes whenever the source weights, config or tokenizer change (or the exporter)."""
     import hashlib
 
-    from asr_app.onnx_export import FORMAT_VERSION
+    from asr_app.onnx.export import FORMAT_VERSION
 
     h = hashlib.sha256(f"onnx-v{FORMAT_VERSION}:{source.location}".encode())
     root = Path(source.location)
@@ -109,8 +72,13 @@ def _needs_conversion(source: ModelSource) -> bool:
     return source.kind == "ct2" and not is_converted(source)
 
 
-def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str | Path | None = None,
-                   overwrite: bool = False, on_progress: PrepareProgress | None = None) -> Path:
+def onnx_model_dir(
+    name: str = DEFAULT_MODEL,
+    quantize: str = "int8",
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    on_progress: PrepareProgress | None = None,
+) -> Path:
     """The ONNX export of a model, written on first use.
 
     Where: `out` if given; else an adapted model's own folder (`<model>/onnx-<quantize>`,
@@ -128,7 +96,7 @@ def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str |
     import json
 
     from asr_app.models.resolver import cache_dir, cache_name
-    from asr_app.onnx_backend import is_onnx_dir
+    from asr_app.onnx.runtime import is_onnx_dir
 
     source = find_model(name)
     if source.kind == "onnx":
@@ -136,7 +104,9 @@ def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str |
     source = local_source(source)
     key = _export_key(source)
     cached = cache_dir() / "onnx" / f"{cache_name(source)}-{key}-{quantize}"
-    beside = Path(source.location) / f"onnx-{quantize}" if source.kind == "hf" and Path(source.location).is_dir() else None
+    beside = (
+        Path(source.location) / f"onnx-{quantize}" if source.kind == "hf" and Path(source.location).is_dir() else None
+    )
 
     def current(folder: Path | None) -> bool:
         if folder is None or overwrite or not is_onnx_dir(folder):
@@ -152,24 +122,36 @@ def onnx_model_dir(name: str = DEFAULT_MODEL, quantize: str = "int8", out: str |
         for folder in (beside, cached):  # reuse without importing torch
             if current(folder):
                 return folder
-        from asr_app.compression.adaptwin.checkpoint import is_compressed_dir
+        from asr_app.compression.checkpoint import is_compressed_dir
 
         final = beside if beside is not None and is_compressed_dir(source.location) else cached
-    from asr_app.onnx_export import EXPORT_STEPS, export_model
+    from asr_app.onnx.export import EXPORT_STEPS, export_model
 
     steps = ["converting the CTranslate2 weights"] * _needs_conversion(source) + ["loading the PyTorch model"]
     total = len(steps) + len(EXPORT_STEPS)
     report = on_progress or (lambda step, done, total: None)
     bundle = load_model(name, on_progress=lambda step, done, _: report(step, done, total))
     report(f"exporting to ONNX ({quantize})", len(steps), total)
-    export_model(bundle, final, quantize, overwrite=True, source_key=key,
-                 on_step=lambda i, step: report(step, len(steps) + i, total))
+    export_model(
+        bundle,
+        final,
+        quantize,
+        overwrite=True,
+        source_key=key,
+        on_step=lambda i, step: report(step, len(steps) + i, total),
+    )
     report("exported", total, total)
     return final
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "torch", threads: int | None = None,
-               quantize: str = "int8", on_progress: PrepareProgress | None = None):
+def load_model(
+    name: str = DEFAULT_MODEL,
+    device: str = "cpu",
+    backend: str = "torch",
+    threads: int | None = None,
+    quantize: str = "int8",
+    on_progress: PrepareProgress | None = None,
+):
     """Load a Whisper model by built-in name, folder or hub id (see `resolver`).
 
     Args:
@@ -183,7 +165,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
         on_progress: told each step of a first-use conversion or export (nothing when the
             converted or exported model is already in the cache).
     Returns:
-        A WhisperBundle (torch) or an `OnnxWhisperBundle`, ready for `asr_app.decoding`.
+        A `Bundle` ready for `asr_app.decoding`: a `WhisperBundle` (backend "torch") or an
+        `asr_app.onnx.OnnxWhisperBundle` (backend "onnx").
     Raises:
         ModelError: unknown name or backend, missing package, corrupt files, hub
             unreachable, or device "cuda" without a GPU.
@@ -194,7 +177,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
         raise ModelError(f"--device must be cpu or cuda, got {device!r}")
     source = find_model(name)
     if backend == "onnx" or source.kind == "onnx":
-        from asr_app.onnx_backend import load_onnx_model
+        from asr_app.onnx.runtime import load_onnx_model
 
         return load_onnx_model(onnx_model_dir(name, quantize, on_progress=on_progress), device, threads, name=name)
     import torch
@@ -202,7 +185,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
 
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
-    from asr_app.compression.adaptwin.checkpoint import is_compressed_dir, load_compressed
+    from asr_app.compression.checkpoint import is_compressed_dir, load_compressed
 
     source = local_source(source)
     if on_progress is not None and _needs_conversion(source):
@@ -221,7 +204,6 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "t
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model {name!r} from {location}: {e}") from None
     added = [{"content": t.content, "id": i} for i, t in tokenizer.added_tokens_decoder.items()]
-    special = SpecialTokens([t for t in added if not t["content"][2:-2].replace(".", "").isdigit()])
+    special = SpecialTokens(added)
     model.eval().to(device)
-    return WhisperBundle(name, model, tokenizer, feature_extractor, special, device, location,
-                         language_of_block(block))
+    return WhisperBundle(name, model, tokenizer, feature_extractor, special, device, location, language_of_block(block))

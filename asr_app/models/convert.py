@@ -118,14 +118,21 @@ def ct2_to_hf_state_dict(ct2: Ct2Model, dims: dict) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()}
 
 
+def _is_timestamp(content: str) -> bool:
+    """Whether an added token is a timestamp (<|0.00|> .. <|30.00|>)."""
+    return content[2:-2].replace(".", "").isdigit()
+
+
 class SpecialTokens:
-    """Ids of Whisper's special tokens, read from a tokenizer.json's added tokens.
+    """Ids of Whisper's special tokens, read from a tokenizer.json's added tokens (timestamp
+    tokens among them are left out: they are `timestamp_begin` onwards).
 
     Raises:
         ModelError: if a required token is missing.
     """
 
     def __init__(self, added_tokens: list[dict]):
+        added_tokens = [t for t in added_tokens if not _is_timestamp(t["content"])]
         by_content = {t["content"]: t["id"] for t in added_tokens}
         try:
             self.eot = by_content["<|endoftext|>"]
@@ -165,10 +172,7 @@ def build_tokenizer(tokenizer_json: Path):
     special = SpecialTokens(data["added_tokens"])
     if tok.get_vocab_size() == special.timestamp_begin:  # (c)
         tok.add_tokens(
-            [
-                AddedToken(f"<|{i * 0.02:.2f}|>", special=False, normalized=False)
-                for i in range(N_TIMESTAMPS)
-            ]
+            [AddedToken(f"<|{i * 0.02:.2f}|>", special=False, normalized=False) for i in range(N_TIMESTAMPS)]
         )
     eot = "<|endoftext|>"
     extra = [t["content"] for t in sorted(data["added_tokens"], key=lambda t: t["id"]) if t["content"] != eot]
@@ -183,8 +187,13 @@ def build_tokenizer(tokenizer_json: Path):
     return tokenizer, special
 
 
-def build_generation_config(special: SpecialTokens, suppress_ids: list[int], suppress_begin: list[int],
-                            alignment_heads: list, is_multilingual: bool):
+def build_generation_config(
+    special: SpecialTokens,
+    suppress_ids: list[int],
+    suppress_begin: list[int],
+    alignment_heads: list,
+    is_multilingual: bool,
+):
     """GenerationConfig for `generate()` users; per (a), none of the language maps on .en models."""
     from transformers import GenerationConfig
 
@@ -233,9 +242,7 @@ def convert_ct2_whisper(model_files: list[Path], model_dir: Path, out_dir: Path)
         raise ModelError(f"cannot read {model_dir / 'config.json'}: {e}") from None
     dims = _whisper_dims(ct2)
     if len(tokenizer) != dims["vocab_size"]:
-        raise ModelError(
-            f"tokenizer has {len(tokenizer)} tokens but the model has {dims['vocab_size']} embeddings"
-        )
+        raise ModelError(f"tokenizer has {len(tokenizer)} tokens but the model has {dims['vocab_size']} embeddings")
     is_multilingual = dims["vocab_size"] >= 51865
     config = WhisperConfig(
         **dims,

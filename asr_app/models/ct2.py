@@ -100,9 +100,7 @@ def _decode_array(raw: memoryview, dtype_id: int, dims: tuple[int, ...]) -> np.n
         arr = np.frombuffer(raw, dtype=_DTYPES[dtype_id])
     expected = int(np.prod(dims)) if dims else 1
     if arr.size != expected:
-        raise ModelError(
-            f"model.bin is corrupt: variable has {arr.size} values, shape {dims} needs {expected}"
-        )
+        raise ModelError(f"model.bin is corrupt: variable has {arr.size} values, shape {dims} needs {expected}")
     return arr.reshape(dims).copy()
 
 

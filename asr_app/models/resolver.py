@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asr_app.errors import ModelError, install_hint
-from asr_app.outputs import current_umask
+from asr_app.files import current_umask
 
 DEFAULT_MODEL = "tiny.en"
 CONVERTER_VERSION = 1  # bump when convert.py changes what it writes
@@ -107,7 +107,7 @@ def find_model(name: str) -> ModelSource:
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"--model {name}: expected a model folder, got a file")
-        from asr_app.onnx_backend import is_onnx_dir
+        from asr_app.onnx.runtime import is_onnx_dir
 
         if is_onnx_dir(path):  # written by `asr-app export`
             return ModelSource(name, "onnx", str(path.resolve()))
@@ -127,10 +127,22 @@ def find_model(name: str) -> ModelSource:
     )
 
 
-HUB_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
-             "model-*.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-             "merges.txt", "normalizer.json", "added_tokens.json", "special_tokens_map.json",
-             "preprocessor_config.json")
+HUB_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*.safetensors",
+    "pytorch_model.bin",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "normalizer.json",
+    "added_tokens.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+)
 HUB_CONNECT_TIMEOUT_S = 3.0
 
 
@@ -171,8 +183,10 @@ def hub_snapshot(repo_id: str) -> Path:
         pass
     endpoint = constants.ENDPOINT
     if constants.HF_HUB_OFFLINE or not _hub_reachable(endpoint):
-        raise ModelError(f"cannot load model {repo_id!r}: it is not in the Hugging Face cache and {endpoint} cannot "
-                         "be reached (no network?); use a built-in model (tiny.en, base) or a local model folder")
+        raise ModelError(
+            f"cannot load model {repo_id!r}: it is not in the Hugging Face cache and {endpoint} cannot "
+            "be reached (no network?); use a built-in model (tiny.en, base) or a local model folder"
+        )
     try:
         return Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES)))
     except Exception as e:  # RepositoryNotFoundError, HTTP errors, ...
@@ -237,8 +251,14 @@ def converted_dir(source: ModelSource) -> Path:
     try:
         convert_ct2_whisper(list(source.model_files), Path(source.location), tmp)
         (tmp / "asr_app_source.json").write_text(
-            json.dumps({"name": source.name, "files": [str(f) for f in source.model_files],
-                        "converter_version": CONVERTER_VERSION}, indent=2)
+            json.dumps(
+                {
+                    "name": source.name,
+                    "files": [str(f) for f in source.model_files],
+                    "converter_version": CONVERTER_VERSION,
+                },
+                indent=2,
+            )
         )
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the cache entry is ordinary
         try:

@@ -89,8 +89,9 @@ class EnrollApp(App):
 
     def _record(self) -> None:
         try:
-            why = run_session(self.session, self.source, lambda k, p: self.post_message(SessionEvent(k, p)),
-                              self.commands)
+            why = run_session(
+                self.session, self.source, lambda k, p: self.post_message(SessionEvent(k, p)), self.commands
+            )
         except Exception as e:  # surface device errors instead of a dead screen
             why = f"error: {e}"
         self.post_message(SessionEvent("ended", why))

@@ -29,8 +29,10 @@ def wer_panel_text(state, wer, shown: int = 8) -> str:
     """
     counts = state.wer_counts
     hyp, ref = wer.hypothesis_words, wer.reference_words
-    text = (f"WER {100 * counts.wer:.1f}%  (S {counts.substitutions}, D {counts.deletions}, "
-            f"I {counts.insertions} of {counts.reference_words} words read)")
+    text = (
+        f"WER {100 * counts.wer:.1f}%  (S {counts.substitutions}, D {counts.deletions}, "
+        f"I {counts.insertions} of {counts.reference_words} words read)"
+    )
     if state.wrong_words:
         text += "   in error: " + ", ".join(f"[red]{escape(hyp[i])}[/]" for i in state.wrong_words[-shown:])
     if state.missed_words:
@@ -114,7 +116,8 @@ class LiveApp(App):
                 self.exit(self.saved_to)
             else:
                 self.query_one("#status", Static).update(
-                    f"{event.payload}; session saved to {self.saved_to}. Press q to quit.")
+                    f"{event.payload}; session saved to {self.saved_to}. Press q to quit."
+                )
 
     def _show_text(self) -> None:
         st = self.session.state
@@ -134,7 +137,8 @@ class LiveApp(App):
         latency = f"{st.last_latency_s:.2f} s" if st.last_latency_s is not None else "-"
         self.query_one("#status", Static).update(
             f"model {self.session.bundle.name}   audio {self.session.stream.audio_s:6.1f} s   "
-            f"RTF {self.session.rtf:.2f}   end-of-phrase latency {latency}")
+            f"RTF {self.session.rtf:.2f}   end-of-phrase latency {latency}"
+        )
 
     def action_quit_live(self) -> None:
         if self.ended is not None:

@@ -45,12 +45,19 @@ class MicrophoneSource:
         sd = _sounddevice()
         try:
             sd.check_input_settings(device=self.device, channels=1, samplerate=SAMPLE_RATE_HZ, dtype="float32")
-            self._stream = sd.InputStream(device=self.device, channels=1, samplerate=SAMPLE_RATE_HZ, dtype="float32",
-                                          blocksize=CHUNK_SAMPLES, callback=self._callback)
+            self._stream = sd.InputStream(
+                device=self.device,
+                channels=1,
+                samplerate=SAMPLE_RATE_HZ,
+                dtype="float32",
+                blocksize=CHUNK_SAMPLES,
+                callback=self._callback,
+            )
             self._stream.start()
         except Exception as e:  # PortAudioError, ValueError for a missing device
-            raise AudioDeviceError(f"no usable microphone ({e}): connect one and check the system's input "
-                                   "settings, or use --input FILE") from None
+            raise AudioDeviceError(
+                f"no usable microphone ({e}): connect one and check the system's input settings, or use --input FILE"
+            ) from None
 
     def _callback(self, indata, frames, time_info, status) -> None:
         self._queue.put(indata[:, 0].copy())

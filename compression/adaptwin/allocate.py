@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from asr_app.compression.adaptwin.apply import encoder_of
 from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
 from asr_app.compression.adaptwin.factorize import linear_singular_values, whitened_product_singular_values
 from asr_app.compression.adaptwin.prune import ffn_keep_for_budget
+from asr_app.compression.surgery import encoder_of
 
 
 @dataclass
@@ -53,12 +53,14 @@ def _components(model: nn.Module, stats, gains, attention: bool, ffn: bool, min_
             audio_ctx = encoder.config.max_source_positions if gains is not None else 1
             for h in range(a.num_heads):
                 rows = slice(h * hd, (h + 1) * hd)
-                s_qk = whitened_product_singular_values(a.scaling * a.q_proj.weight[rows].T.detach(),
-                                                        a.k_proj.weight[rows].T.detach(), cov, cov)
-                s_vo = whitened_product_singular_values(a.v_proj.weight[rows].T.detach(),
-                                                        a.out_proj.weight[:, rows].detach(), cov, eye)
-                out.append(_Component(i, "qk", h, g["qk"] * audio_ctx * s_qk ** 2, 2 * d + 1, hd, min_rank))
-                out.append(_Component(i, "vo", h, g["attn_out"] * s_vo ** 2, 2 * d, hd, min_rank))
+                s_qk = whitened_product_singular_values(
+                    a.scaling * a.q_proj.weight[rows].T.detach(), a.k_proj.weight[rows].T.detach(), cov, cov
+                )
+                s_vo = whitened_product_singular_values(
+                    a.v_proj.weight[rows].T.detach(), a.out_proj.weight[:, rows].detach(), cov, eye
+                )
+                out.append(_Component(i, "qk", h, g["qk"] * audio_ctx * s_qk**2, 2 * d + 1, hd, min_rank))
+                out.append(_Component(i, "vo", h, g["attn_out"] * s_vo**2, 2 * d, hd, min_rank))
         if ffn:
             for name in ("fc1", "fc2"):
                 lin = getattr(layer, name)
@@ -66,7 +68,7 @@ def _components(model: nn.Module, stats, gains, attention: bool, ffn: bool, min_
                 s = linear_singular_values(lin.weight.detach(), cov)
                 per_rank = lin.in_features + lin.out_features
                 max_rank = (lin.in_features * lin.out_features) // per_rank  # break-even with dense
-                out.append(_Component(i, name, None, g[f"{name}_out"] * s ** 2, per_rank, max_rank, min_rank))
+                out.append(_Component(i, name, None, g[f"{name}_out"] * s**2, per_rank, max_rank, min_rank))
     return out
 
 
@@ -82,6 +84,7 @@ def plan_encoder_params(model: nn.Module, plan: CompressionPlan) -> int:
     for i, lp in plan.layers.items():
         layer = encoder.layers[i]
         if lp.qk is not None:
+            assert lp.vo is not None  # LayerPlan: vo is None exactly when qk is
             a = layer.self_attn
             d = a.embed_dim
             dense = sum(p.numel() for p in a.parameters())
@@ -116,8 +119,15 @@ def pruned_plan(model: nn.Module, plan: CompressionPlan) -> CompressionPlan:
     return replace(plan, layers=layers)
 
 
-def allocate_ranks(model: nn.Module, target_ratio: float, stats=None, gains=None, attention: bool = True,
-                   ffn: bool = True, min_rank: int = 1) -> CompressionPlan:
+def allocate_ranks(
+    model: nn.Module,
+    target_ratio: float,
+    stats=None,
+    gains=None,
+    attention: bool = True,
+    ffn: bool = True,
+    min_rank: int = 1,
+) -> CompressionPlan:
     """Ranks per layer and head that keep at most `target_ratio` of the encoder's parameters.
 
     Args:
@@ -151,8 +161,10 @@ def allocate_ranks(model: nn.Module, target_ratio: float, stats=None, gains=None
 
     used = plan_encoder_params(model, plan_of())
     if used > budget:
-        raise ValueError(f"target_ratio {target_ratio} is below what rank {min_rank} everywhere keeps "
-                         f"({used / dense_params(model):.3f})")
+        raise ValueError(
+            f"target_ratio {target_ratio} is below what rank {min_rank} everywhere keeps "
+            f"({used / dense_params(model):.3f})"
+        )
     heap = [(-float(c.energy[c.rank]) / c.cost_per_rank, n) for n, c in enumerate(comps) if c.rank < c.max_rank]
     heapq.heapify(heap)
     while heap:
@@ -171,8 +183,9 @@ def allocate_ranks(model: nn.Module, target_ratio: float, stats=None, gains=None
     return plan_of()
 
 
-def uniform_plan(model: nn.Module, target_ratio: float, attention: bool = True, ffn: bool = True,
-                 mode: str = "joint") -> CompressionPlan:
+def uniform_plan(
+    model: nn.Module, target_ratio: float, attention: bool = True, ffn: bool = True, mode: str = "joint"
+) -> CompressionPlan:
     """One attention rank and one feed-forward rank for every layer, cut by the same share
     of their maximum, the largest share that fits `target_ratio` (plain-SVD baseline)."""
     encoder = encoder_of(model)

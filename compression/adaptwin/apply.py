@@ -4,6 +4,7 @@ attention layers) by a CompressionPlan, checked key by key."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,16 +12,7 @@ from torch import nn
 from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
 from asr_app.compression.adaptwin.layer import LowRankLinear, TwinSelfAttention, factor_heads, load_twins
 from asr_app.compression.adaptwin.prune import prune_ffn
-
-
-def encoder_of(model: nn.Module) -> nn.Module:
-    """The `WhisperEncoder` of a `WhisperForConditionalGeneration` or `WhisperModel`."""
-    return model.model.encoder if hasattr(model, "model") else model.encoder
-
-
-def decoder_of(model: nn.Module) -> nn.Module:
-    """The `WhisperDecoder` of a `WhisperForConditionalGeneration` or `WhisperModel`."""
-    return model.model.decoder if hasattr(model, "model") else model.decoder
+from asr_app.compression.surgery import decoder_of, encoder_of, key_problems, param_counts
 
 
 def _check_attention(old_keys: Iterable[str], new: nn.Module, qk: int, vo: int, where: str) -> None:
@@ -29,26 +21,28 @@ def _check_attention(old_keys: Iterable[str], new: nn.Module, qk: int, vo: int, 
     new_keys = {k: tuple(v.shape) for k, v in new.state_dict().items()}
     problems = sorted(set(new_keys) ^ (set(old_keys) - {"v_proj.bias"}))
     d = new.embed_dim
-    want = {"q_proj.weight": (qk, d), "q_proj.bias": (qk,), "k_proj.weight": (qk, d),
-            "v_proj.weight": (vo, d), "out_proj.weight": (d, vo), "out_proj.bias": (d,)}
+    want = {
+        "q_proj.weight": (qk, d),
+        "q_proj.bias": (qk,),
+        "k_proj.weight": (qk, d),
+        "v_proj.weight": (vo, d),
+        "out_proj.weight": (d, vo),
+        "out_proj.bias": (d,),
+    }
     problems += [f"{k}: {new_keys.get(k)} != {s}" for k, s in want.items() if new_keys.get(k) != s]
     if problems:
         raise ValueError(f"{where}: surgery mismatch in keys {problems}")
 
 
-def _key_problems(new: nn.Module, want: dict[str, tuple], prefix: str = "") -> list[str]:
-    """Keys of `new` missing from or extra to `want`, then wanted keys of another shape."""
-    keys = {k: tuple(v.shape) for k, v in new.state_dict().items()}
-    return ([prefix + k for k in sorted(set(keys) ^ set(want))]
-            + [f"{prefix}{k}: {keys[k]} != {s}" for k, s in want.items() if k in keys and keys[k] != s])
-
-
 def _check_linear(old: nn.Linear, new: LowRankLinear, where: str) -> None:
     """weight -> down.weight (rank, in) + up.weight (out, rank); bias -> up.bias."""
-    want = {"down.weight": (new.rank, old.in_features), "up.weight": (old.out_features, new.rank)}
+    want: dict[str, tuple[int, ...]] = {
+        "down.weight": (new.rank, old.in_features),
+        "up.weight": (old.out_features, new.rank),
+    }
     if old.bias is not None:
         want["up.bias"] = (old.out_features,)
-    problems = _key_problems(new, want)
+    problems = key_problems(new, want)
     if problems:
         raise ValueError(f"{where}: surgery mismatch in keys {problems}")
 
@@ -72,8 +66,13 @@ def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dic
     for i, layer, lp, cov in _planned_layers(encoder_of(model).layers, plan.layers, plan, stats, "encoder"):
         if lp.qk is not None:
             new = TwinSelfAttention.from_attention(layer.self_attn, lp.qk, lp.vo, cov("attn_in"), plan.mode)
-            _check_attention(layer.self_attn.state_dict().keys(), new, sum(new.ranks), sum(new.vo_ranks),
-                             f"encoder layer {i} self_attn")
+            _check_attention(
+                layer.self_attn.state_dict().keys(),
+                new,
+                sum(new.ranks),
+                sum(new.vo_ranks),
+                f"encoder layer {i} self_attn",
+            )
             layer.self_attn = new
         _factor_ffn(layer, lp, cov, f"encoder layer {i}")
     return {"before": before, "after": param_counts(model)}
@@ -95,18 +94,20 @@ def _planned_layers(layers, ranks: dict[int, LayerPlan], plan: CompressionPlan, 
 def _check_pruned(old1: nn.Linear, old2: nn.Linear, new1: nn.Linear, new2: nn.Linear, keep: int, where: str) -> None:
     """fc1 keeps its keys with `keep` rows, fc2 its keys with `keep` columns."""
     problems = []
-    for name, old, new, shape in (("fc1", old1, new1, (keep, old1.in_features)),
-                                  ("fc2", old2, new2, (old2.out_features, keep))):
+    for name, old, new, shape in (
+        ("fc1", old1, new1, (keep, old1.in_features)),
+        ("fc2", old2, new2, (old2.out_features, keep)),
+    ):
         want = {"weight": shape, **({"bias": (shape[0],)} if old.bias is not None else {})}
-        problems += _key_problems(new, want, f"{name}.")
+        problems += key_problems(new, want, f"{name}.")
     if problems:
         raise ValueError(f"{where}: surgery mismatch in keys {problems}")
 
 
-def _factor_ffn(layer: nn.Module, lp: LayerPlan, cov, where: str) -> None:
-    """fc1/fc2 of `layer` -> `LowRankLinear` at the plan's ranks, or both pruned to
-    lp.ffn_keep hidden neurons; cov(kind) gives the input second moment for "fc1_in" /
-    "fc2_in" (or None: plain SVD, weight-norm pruning)."""
+def _factor_ffn(layer: Any, lp: LayerPlan, cov, where: str) -> None:
+    """fc1/fc2 of `layer` (a transformers Whisper encoder or decoder layer) -> `LowRankLinear`
+    at the plan's ranks, or both pruned to lp.ffn_keep hidden neurons; cov(kind) gives the
+    input second moment for "fc1_in" / "fc2_in" (or None: plain SVD, weight-norm pruning)."""
     if lp.ffn_keep is not None:
         new1, new2, _ = prune_ffn(layer.fc1, layer.fc2, lp.ffn_keep, cov("fc2_in"))
         _check_pruned(layer.fc1, layer.fc2, new1, new2, lp.ffn_keep, where)
@@ -141,7 +142,7 @@ def compress_decoder_ffn(model: nn.Module, plan: CompressionPlan, stats=None) ->
     return {"before": before, "after": param_counts(model)}
 
 
-def _shrink_attention(attn: nn.Module, rank: int) -> None:
+def _shrink_attention(attn: Any, rank: int) -> None:
     """Give a Hugging Face `WhisperAttention` rank-wide heads: q/k/v_proj (heads*rank, d_model),
     out_proj (d_model, heads*rank), no value bias (folded into out_proj's), head_dim = rank
     and scale 1 (folded into q_proj). Weights are left uninitialized."""
@@ -155,8 +156,9 @@ def _shrink_attention(attn: nn.Module, rank: int) -> None:
 
 
 @torch.no_grad()
-def factor_decoder_attention(attn: nn.Module, rank: int, cov_q: torch.Tensor | None = None,
-                             cov_kv: torch.Tensor | None = None, mode: str = "joint") -> None:
+def factor_decoder_attention(
+    attn: Any, rank: int, cov_q: torch.Tensor | None = None, cov_kv: torch.Tensor | None = None, mode: str = "joint"
+) -> None:
     """Factor one decoder `WhisperAttention` (self- or cross-attention) in place: rank-`rank`
     query/key and value/output twins in every head.
 
@@ -167,7 +169,7 @@ def factor_decoder_attention(attn: nn.Module, rank: int, cov_q: torch.Tensor | N
     least squares. At rank == head_dim it computes the same function to float32 precision.
 
     Args:
-        attn: a dense decoder `WhisperAttention`.
+        attn: a dense decoder `WhisperAttention` (transformers).
         rank: per-head rank, 1..head_dim.
         cov_q: (d_model, d_model) second moment of the queries' input, or None (plain SVD).
         cov_kv: the same for the keys' and values' input: the encoder output for cross-
@@ -210,8 +212,10 @@ def compress_decoder_attention(model: nn.Module, plan: CompressionPlan, stats=No
         raise ValueError("a data-aware plan needs the decoder attention inputs' statistics (stats)")
     aware = plan.data_aware
     for i, layer in enumerate(decoder_of(model).layers):
-        sites = (("self_attn", stats.self_in[i] if aware else None, None),
-                 ("encoder_attn", stats.cross_in[i] if aware else None, stats.audio_in if aware else None))
+        sites = (
+            ("self_attn", stats.self_in[i] if aware else None, None),
+            ("encoder_attn", stats.cross_in[i] if aware else None, stats.audio_in if aware else None),
+        )
         for name, cov_q, cov_kv in sites:
             attn = getattr(layer, name)
             old_keys = set(attn.state_dict())
@@ -257,25 +261,13 @@ def build_structure(model: nn.Module, plan: CompressionPlan) -> None:
             for name, rank in (("fc1", lp.fc1), ("fc2", lp.fc2)):
                 if rank is not None:
                     old = getattr(layers[i], name)
-                    setattr(layers[i], name, LowRankLinear(old.in_features, old.out_features, rank, old.bias is not None))
+                    setattr(
+                        layers[i], name, LowRankLinear(old.in_features, old.out_features, rank, old.bias is not None)
+                    )
     if plan.decoder_attention is not None:
         for layer in decoder.layers:
             _shrink_attention(layer.self_attn, plan.decoder_attention)
             _shrink_attention(layer.encoder_attn, plan.decoder_attention)
-
-
-def param_counts(model: nn.Module) -> dict:
-    """Parameters of the encoder's self-attention, the whole encoder, the decoder (token
-    embedding included) and the whole model.
-
-    Every stored parameter counts, the encoder's fixed sinusoidal positions included (they
-    are in the checkpoint). Returns {"encoder_attention": n, "encoder": n, "decoder": n, "model": n}.
-    """
-    encoder = encoder_of(model)
-    attn = sum(p.numel() for layer in encoder.layers for p in layer.self_attn.parameters())
-    return {"encoder_attention": attn, "encoder": sum(p.numel() for p in encoder.parameters()),
-            "decoder": sum(p.numel() for p in decoder_of(model).parameters()),
-            "model": sum(p.numel() for p in model.parameters())}
 
 
 def factor_encoder_attention(model: nn.Module, ranks: dict[int, list[int]] | int) -> dict:
@@ -294,5 +286,8 @@ def factor_encoder_attention(model: nn.Module, ranks: dict[int, list[int]] | int
     heads = encoder.config.encoder_attention_heads
     plan = {i: [ranks] * heads for i in range(len(encoder.layers))} if isinstance(ranks, int) else dict(ranks)
     counts = compress_encoder(model, CompressionPlan({i: LayerPlan(r, r) for i, r in plan.items()}, data_aware=False))
-    return {"attention_params_before": counts["before"]["encoder_attention"],
-            "attention_params_after": counts["after"]["encoder_attention"], "ranks": plan}
+    return {
+        "attention_params_before": counts["before"]["encoder_attention"],
+        "attention_params_after": counts["after"]["encoder_attention"],
+        "ranks": plan,
+    }

@@ -38,8 +38,10 @@ class LayerPlan:
             if v is not None and v < 1:
                 raise ValueError(f"{name} rank must be >= 1, got {v}")
         if self.ffn_keep is not None and (self.ffn_keep < 1 or self.fc1 is not None or self.fc2 is not None):
-            raise ValueError(f"ffn_keep must be >= 1 and leaves fc1/fc2 ranks None, got ffn_keep={self.ffn_keep} "
-                             f"fc1={self.fc1} fc2={self.fc2}")
+            raise ValueError(
+                f"ffn_keep must be >= 1 and leaves fc1/fc2 ranks None, got ffn_keep={self.ffn_keep} "
+                f"fc1={self.fc1} fc2={self.fc2}"
+            )
 
     def to_dict(self) -> dict:
         """As saved in config.json; ffn_keep only when set (plans saved before it lack it)."""
@@ -75,8 +77,9 @@ class CompressionPlan:
 
     def __post_init__(self):
         if any(lp.qk is not None for lp in self.decoder.values()):
-            raise ValueError("a decoder LayerPlan takes fc1/fc2 ranks only; decoder attention has one rank "
-                             "(decoder_attention)")
+            raise ValueError(
+                "a decoder LayerPlan takes fc1/fc2 ranks only; decoder attention has one rank (decoder_attention)"
+            )
         if self.decoder_attention is not None and self.decoder_attention < 1:
             raise ValueError(f"decoder_attention rank must be >= 1, got {self.decoder_attention}")
         if self.mode not in ("joint", "separate"):
@@ -85,8 +88,11 @@ class CompressionPlan:
             raise ValueError("mode 'separate' is the plain-SVD baseline: set data_aware=False")
 
     def to_dict(self) -> dict:
-        d = {"data_aware": self.data_aware, "mode": self.mode,
-             "layers": {str(i): lp.to_dict() for i, lp in sorted(self.layers.items())}}
+        d = {
+            "data_aware": self.data_aware,
+            "mode": self.mode,
+            "layers": {str(i): lp.to_dict() for i, lp in sorted(self.layers.items())},
+        }
         if self.decoder:  # absent for a dense decoder, as in models saved before it existed
             d["decoder"] = {str(i): {"fc1": lp.fc1, "fc2": lp.fc2} for i, lp in sorted(self.decoder.items())}
         if self.decoder_attention is not None:
@@ -94,16 +100,33 @@ class CompressionPlan:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CompressionPlan":
+    def from_dict(cls, d: dict) -> CompressionPlan:
         """Inverse of `to_dict`. Raises ValueError (or KeyError) on a malformed dict."""
         layers = {int(i): LayerPlan(**lp) for i, lp in d["layers"].items()}
         decoder = {int(i): LayerPlan(fc1=lp["fc1"], fc2=lp["fc2"]) for i, lp in d.get("decoder", {}).items()}
-        return cls(layers=layers, data_aware=bool(d["data_aware"]), mode=d["mode"], decoder=decoder,
-                   decoder_attention=d.get("decoder_attention"))
+        return cls(
+            layers=layers,
+            data_aware=bool(d["data_aware"]),
+            mode=d["mode"],
+            decoder=decoder,
+            decoder_attention=d.get("decoder_attention"),
+        )
 
     @classmethod
-    def uniform(cls, n_layers: int, heads: int, rank: int | None, ffn_rank: int | None = None,
-                data_aware: bool = False, mode: str = "joint") -> "CompressionPlan":
+    def uniform(
+        cls,
+        n_layers: int,
+        heads: int,
+        rank: int | None,
+        ffn_rank: int | None = None,
+        data_aware: bool = False,
+        mode: str = "joint",
+    ) -> CompressionPlan:
         """The same rank everywhere (attention rank None = dense attention)."""
         hr = None if rank is None else [rank] * heads
         return cls({i: LayerPlan(hr, hr, ffn_rank, ffn_rank) for i in range(n_layers)}, data_aware, mode)
+
+
+def method_block(plan: CompressionPlan) -> dict:
+    """The block config.json records for AdaPTwin applied with `plan`."""
+    return {"method": METHOD, "version": METHOD_VERSION, "plan": plan.to_dict()}

@@ -52,9 +52,16 @@ def product_singular_values(a: Tensor, b: Tensor) -> Tensor:
     return torch.linalg.svdvals(ra @ rb.T).to(a.dtype)
 
 
-def factor_query_key(w_q: Tensor, b_q: Tensor | None, w_k: Tensor, rank: int, scale: float,
-                     cov: Tensor | None = None, mode: str = "joint",
-                     cov_k: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+def factor_query_key(
+    w_q: Tensor,
+    b_q: Tensor | None,
+    w_k: Tensor,
+    rank: int,
+    scale: float,
+    cov: Tensor | None = None,
+    mode: str = "joint",
+    cov_k: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Rank-`rank` query/key twins of one head, the 1/sqrt(head_dim) scale folded in.
 
     Logits are (x W_q^T + b_q)(y W_k^T)^T * scale = x (scale W_q^T W_k) y^T + (scale b_q W_k) y^T.
@@ -87,8 +94,9 @@ def factor_query_key(w_q: Tensor, b_q: Tensor | None, w_k: Tensor, rank: int, sc
     return a.T.contiguous(), b.T.contiguous(), b_new
 
 
-def factor_value_output(w_v: Tensor, b_v: Tensor | None, w_o: Tensor, rank: int, cov: Tensor | None = None,
-                        mode: str = "joint") -> tuple[Tensor, Tensor, Tensor | None]:
+def factor_value_output(
+    w_v: Tensor, b_v: Tensor | None, w_o: Tensor, rank: int, cov: Tensor | None = None, mode: str = "joint"
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Rank-`rank` value/output twins of one head; the value bias folds into the output bias.
 
     The head adds softmax(.) (y W_v^T + b_v) W_o^T to the output. Softmax rows sum to one, so
@@ -112,8 +120,9 @@ def factor_value_output(w_v: Tensor, b_v: Tensor | None, w_o: Tensor, rank: int,
     return a.T.contiguous(), b.contiguous(), delta
 
 
-def factorize_product_whitened(a: Tensor, b: Tensor, rank: int, cov_a: Tensor, cov_b: Tensor | None = None,
-                               damping: float = 1e-6) -> tuple[Tensor, Tensor]:
+def factorize_product_whitened(
+    a: Tensor, b: Tensor, rank: int, cov_a: Tensor, cov_b: Tensor | None = None, damping: float = 1e-6
+) -> tuple[Tensor, Tensor]:
     """Data-aware rank-`rank` factors of a @ b.T, weighted by the inputs' second moments.
 
     For inputs x, y with second-moment matrices C_a = E[x^T x], C_b = E[y^T y] (d_model x
@@ -199,8 +208,9 @@ def whitener(cov: Tensor, damping: float = 1e-6) -> Tensor:
     return torch.linalg.cholesky(c + damping * c.diagonal().mean().clamp_min(1e-12) * eye)
 
 
-def whitened_product_singular_values(a: Tensor, b: Tensor, cov_a: Tensor | None = None,
-                                     cov_b: Tensor | None = None) -> Tensor:
+def whitened_product_singular_values(
+    a: Tensor, b: Tensor, cov_a: Tensor | None = None, cov_b: Tensor | None = None
+) -> Tensor:
     """Singular values of L_a^T a b^T L_b, (head_dim,) float64: sum of squares past rank r is
     the expected squared error of the rank-r product on inputs with these second moments
     (plain singular values of a b^T when a covariance is None)."""

@@ -2,31 +2,42 @@
 
 q_proj, k_proj, v_proj and out_proj keep their names (so peft can target them) but hold
 sum(ranks) rows or columns instead of d_model: head h owns a block of qk_ranks[h] query/key
-dimensions and vo_ranks[h] value/output dimensions. At run time each head's block is placed
-in a zero-padded (heads, max_rank) layout and one scaled-dot-product attention call runs
-with scale 1 (the 1/sqrt(head_dim) is folded into q_proj). Padded dimensions are zero in
-queries, keys and values, so they change nothing.
+dimensions and vo_ranks[h] value/output dimensions. The math is the kernel op
+`asr_app.kernels.twin_attention` (each head's block zero-padded to the largest rank, one
+softmax attention with scale 1, the 1/sqrt(head_dim) folded into q_proj).
 
 `LowRankLinear` replaces a feed-forward `nn.Linear` by `up(down(x))`, two ordinary linear
-layers of inner size `rank`.
+layers of inner size `rank` (the op `asr_app.kernels.low_rank_linear`).
+
+While peft wraps the projections (LoRA adaptation), the layers call them as modules so the
+adapters apply, and only the attention between them comes from the kernel.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr_app.compression.adaptwin.factorize import factor_linear, factor_query_key, factor_value_output
+from asr_app.kernels.low_rank_linear import low_rank_linear
+from asr_app.kernels.twin_attention import twin_attention, twin_heads
 
 
 @torch.no_grad()
-def factor_heads(attn: nn.Module, ranks: list[int], vo_ranks: list[int], cov_q: Tensor | None = None,
-                 cov_kv: Tensor | None = None, mode: str = "joint") -> dict[str, Tensor]:
+def factor_heads(
+    attn: Any,
+    ranks: list[int],
+    vo_ranks: list[int],
+    cov_q: Tensor | None = None,
+    cov_kv: Tensor | None = None,
+    mode: str = "joint",
+) -> dict[str, Tensor]:
     """Product twins of every head of a dense Hugging Face `WhisperAttention`, head by head.
 
     Args:
-        attn: the dense attention (heads of head_dim rows in q/k/v_proj).
+        attn: the dense attention, a transformers `WhisperAttention` (heads of head_dim rows in q/k/v_proj).
         ranks, vo_ranks: query/key and value/output rank per head, 1..head_dim.
         cov_q: (d_model, d_model) second moment of the queries' input, or None (plain).
         cov_kv: the same for the keys' and values' input (cross-attention's encoder output;
@@ -45,19 +56,34 @@ def factor_heads(attn: nn.Module, ranks: list[int], vo_ranks: list[int], cov_q: 
     out_bias = attn.out_proj.bias.detach().clone()
     for i, (r, r_vo) in enumerate(zip(ranks, vo_ranks)):
         rows = slice(i * hd, (i + 1) * hd)
-        q, k, b = factor_query_key(attn.q_proj.weight[rows], attn.q_proj.bias[rows], attn.k_proj.weight[rows],
-                                   r, attn.scaling, cov_q, mode, cov_k=cov_kv)
-        v, o, delta = factor_value_output(attn.v_proj.weight[rows], attn.v_proj.bias[rows],
-                                          attn.out_proj.weight[:, rows], r_vo, cov_kv, mode)
+        q, k, b = factor_query_key(
+            attn.q_proj.weight[rows],
+            attn.q_proj.bias[rows],
+            attn.k_proj.weight[rows],
+            r,
+            attn.scaling,
+            cov_q,
+            mode,
+            cov_k=cov_kv,
+        )
+        v, o, delta = factor_value_output(
+            attn.v_proj.weight[rows], attn.v_proj.bias[rows], attn.out_proj.weight[:, rows], r_vo, cov_kv, mode
+        )
+        assert b is not None  # q_proj has a bias (indexed above), so factor_query_key returns one
         q_rows.append(q)
         k_rows.append(k)
         qb.append(b)
         v_rows.append(v)
         o_cols.append(o)
         out_bias += delta
-    return {"q_proj.weight": torch.cat(q_rows), "q_proj.bias": torch.cat(qb), "k_proj.weight": torch.cat(k_rows),
-            "v_proj.weight": torch.cat(v_rows), "out_proj.weight": torch.cat(o_cols, dim=1),
-            "out_proj.bias": out_bias}
+    return {
+        "q_proj.weight": torch.cat(q_rows),
+        "q_proj.bias": torch.cat(qb),
+        "k_proj.weight": torch.cat(k_rows),
+        "v_proj.weight": torch.cat(v_rows),
+        "out_proj.weight": torch.cat(o_cols, dim=1),
+        "out_proj.bias": out_bias,
+    }
 
 
 @torch.no_grad()
@@ -80,6 +106,9 @@ class TwinSelfAttention(nn.Module):
         ValueError: an empty or non-positive rank list, or lists of different lengths.
     Source: AdaPTwin (Biju et al., 2024); see README.md in this folder.
     """
+
+    slots: Tensor  # buffers (register_buffer in __init__)
+    vo_slots: Tensor
 
     def __init__(self, embed_dim: int, ranks: list[int], vo_ranks: list[int] | None = None):
         super().__init__()
@@ -105,15 +134,22 @@ class TwinSelfAttention(nn.Module):
         self.register_buffer("vo_slots", torch.tensor(vo_slots, dtype=torch.long), persistent=False)
 
     @classmethod
-    def from_attention(cls, attn: nn.Module, ranks: list[int], vo_ranks: list[int] | None = None,
-                       cov: torch.Tensor | None = None, mode: str = "joint") -> "TwinSelfAttention":
+    def from_attention(
+        cls,
+        attn: Any,
+        ranks: list[int],
+        vo_ranks: list[int] | None = None,
+        cov: torch.Tensor | None = None,
+        mode: str = "joint",
+    ) -> TwinSelfAttention:
         """Factor a Hugging Face `WhisperAttention` (encoder self-attention) head by head.
 
         At ranks == [head_dim] * heads the result computes the same function to float32
         precision (tested).
 
         Args:
-            attn: the dense attention; ranks / vo_ranks: per head, 1..head_dim.
+            attn: the dense attention (a transformers `WhisperAttention`); ranks / vo_ranks: per head,
+                1..head_dim.
             cov: (d_model, d_model) second moment of the attention's input (data-aware) or None.
             mode: "joint" (product twins) or "separate" (Q and K truncated on their own).
         Raises:
@@ -127,33 +163,41 @@ class TwinSelfAttention(nn.Module):
         load_twins(new, factor_heads(attn, ranks, vo_ranks, cov, cov, mode))
         return new.to(attn.q_proj.weight.device)
 
-    def _heads(self, x: Tensor, slots: Tensor, width: int) -> Tensor:
-        """(batch, T, sum(ranks)) -> (batch, heads, T, width), zero-padded."""
-        b, t, _ = x.shape
-        if slots.numel() == self.num_heads * width:  # equal ranks: no padding needed
-            return x.view(b, t, self.num_heads, width).transpose(1, 2)
-        full = x.new_zeros(b, t, self.num_heads * width)
-        full = full.index_copy(2, slots, x)
-        return full.view(b, t, self.num_heads, width).transpose(1, 2)
-
-    def forward(self, hidden_states: Tensor, key_value_states=None, past_key_values=None, attention_mask=None,
-                output_attentions: bool = False, **kwargs) -> tuple[Tensor, None]:
+    def forward(
+        self,
+        hidden_states: Tensor,
+        key_value_states=None,
+        past_key_values=None,
+        attention_mask=None,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[Tensor, None]:
         """hidden_states: (batch, audio_ctx, d_model) -> ((batch, audio_ctx, d_model), None).
 
         Raises:
-            ValueError: cross-attention, a KV cache or output_attentions (encoder only).
+            ValueError: cross-attention, a KV cache, output_attentions or an attention_mask
+                (encoder self-attention over every position only).
         """
         if key_value_states is not None or past_key_values is not None or output_attentions:
             raise ValueError("TwinSelfAttention is encoder self-attention only (no cross-attention, cache or weights)")
-        q = self._heads(self.q_proj(hidden_states), self.slots, self.max_rank)
-        k = self._heads(self.k_proj(hidden_states), self.slots, self.max_rank)
-        v = self._heads(self.v_proj(hidden_states), self.vo_slots, self.max_vo_rank)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=1.0)
-        b, _, t, _ = out.shape
-        out = out.transpose(1, 2).reshape(b, t, -1)
-        if self.vo_slots.numel() != out.shape[-1]:
-            out = out.index_select(2, self.vo_slots)
-        return self.out_proj(out), None
+        if attention_mask is not None:
+            raise ValueError("TwinSelfAttention attends to every position: Whisper's encoder passes no attention_mask")
+        x, projections = hidden_states, (self.q_proj, self.k_proj, self.v_proj, self.out_proj)
+        if all(type(p) is nn.Linear for p in projections):
+            out = twin_attention(
+                x,
+                self.q_proj.weight.mT,
+                self.q_proj.bias,
+                self.k_proj.weight.mT,
+                self.v_proj.weight.mT,
+                self.out_proj.weight.mT,
+                self.out_proj.bias,
+                ranks=self.ranks,
+                vo_ranks=self.vo_ranks,
+            )
+        else:  # wrapped (peft LoRA): run the modules so their adapters apply
+            out = self.out_proj(twin_heads(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.ranks, self.vo_ranks))
+        return out, None
 
 
 class LowRankLinear(nn.Module):
@@ -175,7 +219,7 @@ class LowRankLinear(nn.Module):
         self.up = nn.Linear(rank, out_features, bias=bias)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int, cov: torch.Tensor | None = None) -> "LowRankLinear":
+    def from_linear(cls, linear: nn.Linear, rank: int, cov: torch.Tensor | None = None) -> LowRankLinear:
         """Truncated (optionally input-whitened) SVD of `linear` (see `factor_linear`)."""
         new = cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None)
         down, up = factor_linear(linear.weight.detach(), rank, cov)
@@ -187,4 +231,6 @@ class LowRankLinear(nn.Module):
         return new.to(linear.weight.device)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.up(self.down(x))
+        if type(self.down) is nn.Linear and type(self.up) is nn.Linear:
+            return low_rank_linear(x, self.down.weight.mT, self.up.weight.mT, self.up.bias)
+        return self.up(self.down(x))  # wrapped (peft LoRA): run the modules so their adapters apply

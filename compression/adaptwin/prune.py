@@ -45,8 +45,9 @@ def neuron_scores(w1: Tensor, w2: Tensor, cov_h: Tensor | None = None) -> Tensor
     return torch.diagonal(cov_h).to(torch.float64) * out_norm2
 
 
-def prune_ffn(fc1: nn.Linear, fc2: nn.Linear, keep: int, cov_h: Tensor | None = None,
-              damping: float = 1e-6) -> tuple[nn.Linear, nn.Linear, Tensor]:
+def prune_ffn(
+    fc1: nn.Linear, fc2: nn.Linear, keep: int, cov_h: Tensor | None = None, damping: float = 1e-6
+) -> tuple[nn.Linear, nn.Linear, Tensor]:
     """Keep `keep` hidden neurons of fc1 -> GELU -> fc2.
 
     Args:

@@ -13,10 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from asr_app.errors import ModelError, install_hint
+from asr_app.models.bundle import language_of_block
+
+if TYPE_CHECKING:
+    from asr_app.models.convert import SpecialTokens
 
 N_FFT = 400
 HOP = 160
@@ -94,8 +99,10 @@ def providers(device: str = "cpu") -> list[str]:
 
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ModelError("--device cuda with the onnx backend needs onnxruntime-gpu and a GPU "
-                             f"({install_hint('gpu')}); use --device cpu")
+            raise ModelError(
+                "--device cuda with the onnx backend needs onnxruntime-gpu and a GPU "
+                f"({install_hint('gpu')}); use --device cpu"
+            )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -139,14 +146,15 @@ class _ModelInfo:
 
 @dataclass
 class OnnxWhisperBundle:
-    """An exported model loaded in onnxruntime; duck-types `WhisperBundle` for decoding.
+    """An exported model loaded in onnxruntime: an `asr_app.models.Bundle` for decoding.
 
     Attributes:
-        name, path, device: as WhisperBundle.
+        name, path, device: as `asr_app.models.WhisperBundle`.
         model: config and generation settings only (no weights: those are in the sessions).
         tokenizer: `OnnxTokenizer`; feature_extractor: `NumpyLogMel`; special: SpecialTokens.
         encoder, decoder: onnxruntime InferenceSessions.
         config: the export's config.json.
+        backend: always "onnx" (`asr_app.decoding.make_runner` builds an `OnnxRunner`).
     """
 
     name: str
@@ -155,7 +163,7 @@ class OnnxWhisperBundle:
     model: _ModelInfo
     tokenizer: OnnxTokenizer
     feature_extractor: NumpyLogMel
-    special: object
+    special: SpecialTokens
     encoder: object
     decoder: object
     config: dict
@@ -172,13 +180,12 @@ class OnnxWhisperBundle:
     @property
     def adapted_language(self) -> str | None:
         """Language an `asr-app adapt` model was trained to decode in; None for other models."""
-        from asr_app.models import language_of_block
-
         return language_of_block(self.config.get("compression"))
 
 
-def load_onnx_model(folder: str | Path, device: str = "cpu", threads: int | None = None,
-                    name: str | None = None) -> OnnxWhisperBundle:
+def load_onnx_model(
+    folder: str | Path, device: str = "cpu", threads: int | None = None, name: str | None = None
+) -> OnnxWhisperBundle:
     """Load a folder written by `asr-app export`.
 
     Args:
@@ -213,11 +220,14 @@ def load_onnx_model(folder: str | Path, device: str = "cpu", threads: int | None
     if device == "cuda" and "CUDAExecutionProvider" not in enc.get_providers():
         # onnxruntime-gpu lists the CUDA provider even when CUDA or cuDNN libraries are
         # missing, then silently falls back to the CPU: say so instead
-        raise ModelError("onnxruntime could not start its CUDA provider (CUDA or cuDNN libraries missing, see "
-                         "onnxruntime's CUDA requirements); use --device cpu")
-    special = SpecialTokens([t for t in tok.added if not t["content"][2:-2].replace(".", "").isdigit()])
-    return OnnxWhisperBundle(name or cfg.get("name", folder.name), str(folder), device, _ModelInfo(cfg), tok, fe,
-                             special, enc, dec, cfg)
+        raise ModelError(
+            "onnxruntime could not start its CUDA provider (CUDA or cuDNN libraries missing, see "
+            "onnxruntime's CUDA requirements); use --device cpu"
+        )
+    special = SpecialTokens(tok.added)
+    return OnnxWhisperBundle(
+        name or cfg.get("name", folder.name), str(folder), device, _ModelInfo(cfg), tok, fe, special, enc, dec, cfg
+    )
 
 
 class OnnxRunner:
@@ -244,8 +254,16 @@ class OnnxRunner:
             layers, heads, hd = self._empty
             empty = np.zeros((layers, tokens.shape[0], heads, 0, hd), np.float32)
             cache = (empty, empty)
-        logits, k, v = self.bundle.decoder.run(None, {"tokens": np.asarray(tokens, np.int64), "self_k": cache[0],
-                                                      "self_v": cache[1], "cross_k": cross_k, "cross_v": cross_v})
+        logits, k, v = self.bundle.decoder.run(
+            None,
+            {
+                "tokens": np.asarray(tokens, np.int64),
+                "self_k": cache[0],
+                "self_v": cache[1],
+                "cross_k": cross_k,
+                "cross_v": cross_v,
+            },
+        )
         return logits, (k, v)
 
     @staticmethod

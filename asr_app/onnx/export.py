@@ -2,7 +2,11 @@
 
 The graphs are written node by node from the model's weights (onnx.helper), so every
 layer is exactly what we chose, with the compression layers as the project's own ops
-(`asr_app.kernels.ops`, domain `ownvoice.asr`):
+(`asr_app.kernels`, domain `ownvoice.asr`). This module walks the model and writes the
+parts every Whisper has (convolutions, embeddings, layer norms, decoder attention with its
+KV cache); each encoder self-attention and feed-forward linear layer is written by the
+emitter registered for its type (`asr_app.onnx.emitters`: the stock layers there, a
+compression method's layers in that method's folder, e.g. compression/adaptwin/onnx.py):
 
 encoder.onnx   input_features (B, n_mels, 3000) float32
                -> audio_features (B, 1500, D),
@@ -34,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from asr_app.errors import AsrAppError
+from asr_app.onnx.emitters import emitter_for
 
 FORMAT = "asr-app-onnx"
 FORMAT_VERSION = 1
@@ -62,8 +67,16 @@ def quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, (scale.reshape(-1) if w.ndim == 2 else scale)
 
 
-class _Graph:
-    """Accumulates nodes and initializers of one graph; names are unique by counter."""
+class GraphBuilder:
+    """Accumulates the nodes and initializers of one graph; names are unique by counter.
+
+    Emitters (`asr_app.onnx.emitters`, a method's onnx.py) receive it and use its public
+    methods: `const`, `op`, `own`, `int8`, `int8_weight` and the layer helpers below.
+
+    Args:
+        quantize: "none", "int8" or "fp16" (see the module docstring).
+        keep_float: weight name prefixes an int8 graph leaves float32.
+    """
 
     def __init__(self, quantize: str, keep_float: tuple[str, ...] = ()):
         from onnx import TensorProto
@@ -99,9 +112,9 @@ class _Graph:
         return names[0] if len(names) == 1 else names
 
     def own(self, op_type: str, inputs) -> str:
-        """A node of one of the project's own ops (`asr_app.kernels.ops`, imported only here
-        so that reading FORMAT_VERSION does not load onnxscript)."""
-        from asr_app.kernels.ops import DOMAIN
+        """A node of one of the project's own ops (`asr_app.kernels`, imported only here so
+        that reading FORMAT_VERSION does not load onnxscript)."""
+        from asr_app.kernels import DOMAIN
 
         return self.op(op_type, inputs, domain=DOMAIN)
 
@@ -120,24 +133,13 @@ class _Graph:
             y = self.op("MatMul", [x, self.const(wt, hint + ".w")])
         return y if bias is None else self.op("Add", [y, self.const(bias, hint + ".b")])
 
-    def low_rank(self, x: str, module, hint: str) -> str:
-        """`LowRankLinear` module (down (r, in), up (out, r)) as the own op."""
-        down, up = _np(module.down.weight).T, _np(module.up.weight).T
-        bias = self.const(_np(module.up.bias) if module.up.bias is not None else np.zeros(up.shape[1], np.float32),
-                          hint + ".b")
-        if self.int8(hint):
-            return self.own("LowRankLinearInt8", [x, *self.int8_weight(down, hint + ".down"),
-                                                  *self.int8_weight(up, hint + ".up"), bias])
-        return self.own("LowRankLinear", [x, self.const(down, hint + ".down"), self.const(up, hint + ".up"), bias])
-
-    def dense_or_low_rank(self, x: str, module, hint: str) -> str:
-        if hasattr(module, "down"):
-            return self.low_rank(x, module, hint)
-        return self.linear(x, _np(module.weight), _np(module.bias) if module.bias is not None else None, hint)
-
     def layer_norm(self, x: str, ln, hint: str) -> str:
-        return self.op("LayerNormalization", [x, self.const(_np(ln.weight), hint + ".g"), self.const(_np(ln.bias), hint + ".b")],
-                       axis=-1, epsilon=float(ln.eps))
+        return self.op(
+            "LayerNormalization",
+            [x, self.const(_np(ln.weight), hint + ".g"), self.const(_np(ln.bias), hint + ".b")],
+            axis=-1,
+            epsilon=float(ln.eps),
+        )
 
     def gelu(self, x: str) -> str:
         return self.op("Gelu", [x])  # exact (erf) GELU, as Whisper
@@ -159,48 +161,6 @@ class _Graph:
             scores = self.op("Add", [scores, mask])
         return self.op("MatMul", [self.op("Softmax", [scores], axis=-1), v])
 
-    def dense_self_attention(self, x: str, attn, hint: str) -> str:
-        """A Hugging Face `WhisperAttention` (encoder, no mask) from stock operators."""
-        h, hd, s = attn.num_heads, attn.head_dim, float(attn.scaling)
-        q = self.heads(self.linear(x, _np(attn.q_proj.weight) * s, _np(attn.q_proj.bias) * s, hint + ".q"), h, hd)
-        k = self.heads(self.linear(x, _np(attn.k_proj.weight), None, hint + ".k"), h, hd)
-        v = self.heads(self.linear(x, _np(attn.v_proj.weight), _np(attn.v_proj.bias), hint + ".v"), h, hd)
-        out = self.merge_heads(self.own("BlockAttention", [q, k, v]))
-        return self.linear(out, _np(attn.out_proj.weight), _np(attn.out_proj.bias), hint + ".o")
-
-    def twin_attention(self, x: str, attn, hint: str) -> str:
-        """A `TwinSelfAttention` as the own `TwinAttention` op (heads zero-padded to the max rank)."""
-        wq, wk, bq, wv, wo = twin_weights(attn)
-        bq, bo = self.const(bq, hint + ".bq"), self.const(_np(attn.out_proj.bias), hint + ".bo")
-        if not self.int8(hint):
-            ws = [self.const(w, f"{hint}.{n}") for n, w in (("wq", wq), ("wk", wk), ("wv", wv), ("wo", wo))]
-            return self.own("TwinAttention", [x, ws[0], bq, *ws[1:], bo])
-        q8, k8, v8, o8 = (self.int8_weight(w, f"{hint}.{n}") for n, w in (("wq", wq), ("wk", wk), ("wv", wv), ("wo", wo)))
-        return self.own("TwinAttentionInt8", [x, *q8, bq, *k8, *v8, *o8, bo])
-
-
-def twin_weights(attn) -> tuple[np.ndarray, ...]:
-    """A `TwinSelfAttention`'s weights in the `TwinAttention` op layout.
-
-    Returns:
-        wq, wk (H, D, r_max); bq (H, 1, r_max); wv (H, D, rv_max); wo (H*rv_max, D), each
-        head's block at the front of its slot and zeros after it.
-    """
-    h, d, r, rv = attn.num_heads, attn.embed_dim, attn.max_rank, attn.max_vo_rank
-    slots, vo_slots = attn.slots.cpu().numpy(), attn.vo_slots.cpu().numpy()
-    out = []
-    for proj in (attn.q_proj, attn.k_proj):
-        full = np.zeros((h * r, d), np.float32)
-        full[slots] = _np(proj.weight)
-        out.append(full.reshape(h, r, d).transpose(0, 2, 1))
-    bq = np.zeros(h * r, np.float32)
-    bq[slots] = _np(attn.q_proj.bias)
-    wv = np.zeros((h * rv, d), np.float32)
-    wv[vo_slots] = _np(attn.v_proj.weight)
-    wo = np.zeros((h * rv, d), np.float32)
-    wo[vo_slots] = _np(attn.out_proj.weight).T
-    return out[0], out[1], bq.reshape(h, 1, r), wv.reshape(h, rv, d).transpose(0, 2, 1), wo
-
 
 def decoder_head_dim(model) -> int:
     """Per-head width of every decoder attention (head_dim, or the rank of factored ones):
@@ -219,18 +179,35 @@ def _bias(linear):
     return None if linear.bias is None else _np(linear.bias)
 
 
-def _feed_forward(g: _Graph, x: str, layer, hint: str) -> str:
+def _emit(g: GraphBuilder, module, x: str, hint: str, where: str, role: str) -> str:
+    """Write `module` with its type's emitter (`asr_app.onnx.emitters`); returns its output.
+
+    Raises:
+        ExportError: no emitter for the module's type (names `where`, e.g. "encoder layer
+            3", and `role`, e.g. "attention").
+    """
+    emit = emitter_for(module)
+    if emit is None:
+        raise ExportError(
+            f"{where}: cannot export {role} of type {type(module).__name__} (no ONNX emitter is "
+            "registered for that type)"
+        )
+    return emit(g, module, x, hint)
+
+
+def _feed_forward(g: GraphBuilder, x: str, layer, hint: str, where: str) -> str:
     h = g.layer_norm(x, layer.final_layer_norm, hint + ".ln2")
-    h = g.dense_or_low_rank(g.gelu(g.dense_or_low_rank(h, layer.fc1, hint + ".fc1")), layer.fc2, hint + ".fc2")
+    h = _emit(g, layer.fc1, h, hint + ".fc1", where, "fc1")
+    h = _emit(g, layer.fc2, g.gelu(h), hint + ".fc2", where, "fc2")
     return g.op("Add", [x, h])
 
 
-def _to_float(g: _Graph, x: str) -> str:
+def _to_float(g: GraphBuilder, x: str) -> str:
     """Cast a float32 graph input to the graph's compute type (no-op unless fp16)."""
     return g.op("Cast", [x], to=g.float_type) if g.quantize == "fp16" else x
 
 
-def _to_output(g: _Graph, x: str, name: str) -> str:
+def _to_output(g: GraphBuilder, x: str, name: str) -> str:
     from onnx import TensorProto
 
     if g.quantize == "fp16":
@@ -238,7 +215,7 @@ def _to_output(g: _Graph, x: str, name: str) -> str:
     return g.op("Identity", [x], [name])
 
 
-def _stack(g: _Graph, names: list[str], out: str | None = None) -> str:
+def _stack(g: GraphBuilder, names: list[str], out: str | None = None) -> str:
     """Stack same-shaped tensors on a new axis 0."""
     axis0 = g.const(np.array([0], np.int64), "axis")
     parts = [g.op("Unsqueeze", [n, axis0]) for n in names]
@@ -250,27 +227,27 @@ def build_encoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
     keep_float: weight name prefixes left float32 in an int8 export (e.g. "enc.0.")."""
     from onnx import TensorProto, helper
 
-    from asr_app.compression.adaptwin.layer import TwinSelfAttention
-
     enc, dec = model.model.encoder, model.model.decoder
     cfg = model.config
-    g = _Graph(quantize, keep_float)
+    g = GraphBuilder(quantize, keep_float)
     x = _to_float(g, "input_features")
     for conv, stride, hint in ((enc.conv1, 1, "conv1"), (enc.conv2, 2, "conv2")):
-        x = g.gelu(g.op("Conv", [x, g.const(_np(conv.weight), hint + ".w"), g.const(_np(conv.bias), hint + ".b")],
-                        kernel_shape=[3], pads=[1, 1], strides=[stride]))
+        x = g.gelu(
+            g.op(
+                "Conv",
+                [x, g.const(_np(conv.weight), hint + ".w"), g.const(_np(conv.bias), hint + ".b")],
+                kernel_shape=[3],
+                pads=[1, 1],
+                strides=[stride],
+            )
+        )
     x = g.op("Transpose", [x], perm=[0, 2, 1])
     x = g.op("Add", [x, g.const(_np(enc.embed_positions.weight), "enc.pos")])
     for i, layer in enumerate(enc.layers):
         hint = f"enc.{i}"
         h = g.layer_norm(x, layer.self_attn_layer_norm, hint + ".ln1")
-        if isinstance(layer.self_attn, TwinSelfAttention):
-            h = g.twin_attention(h, layer.self_attn, hint + ".attn")
-        elif type(layer.self_attn).__name__.endswith("Attention"):
-            h = g.dense_self_attention(h, layer.self_attn, hint + ".attn")
-        else:
-            raise ExportError(f"encoder layer {i}: cannot export attention of type {type(layer.self_attn).__name__}")
-        x = _feed_forward(g, g.op("Add", [x, h]), layer, hint)
+        h = _emit(g, layer.self_attn, h, hint + ".attn", f"encoder layer {i}", "attention")
+        x = _feed_forward(g, g.op("Add", [x, h]), layer, hint, f"encoder layer {i}")
     feats = g.layer_norm(x, enc.layer_norm, "enc.ln")
     _to_output(g, feats, "audio_features")
     h, hd = cfg.decoder_attention_heads, decoder_head_dim(model)
@@ -284,9 +261,11 @@ def build_encoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
     f32 = TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info("input_features", f32, ["batch", cfg.num_mel_bins, 3000])]
     cache = ["layers", "batch", h, "audio_ctx", hd]
-    outputs = [helper.make_tensor_value_info("audio_features", f32, ["batch", "audio_ctx", cfg.d_model]),
-               helper.make_tensor_value_info("cross_k", f32, cache),
-               helper.make_tensor_value_info("cross_v", f32, cache)]
+    outputs = [
+        helper.make_tensor_value_info("audio_features", f32, ["batch", "audio_ctx", cfg.d_model]),
+        helper.make_tensor_value_info("cross_k", f32, cache),
+        helper.make_tensor_value_info("cross_v", f32, cache),
+    ]
     return helper.make_graph(g.nodes, "whisper_encoder", inputs, outputs, g.inits)
 
 
@@ -297,7 +276,7 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
 
     dec = model.model.decoder
     cfg = model.config
-    g = _Graph(quantize, keep_float)
+    g = GraphBuilder(quantize, keep_float)
     h, hd = cfg.decoder_attention_heads, decoder_head_dim(model)
     emb = _np(dec.embed_tokens.weight)  # (vocab, D), tied with the output projection
     int8_embed = g.int8("embed")
@@ -308,8 +287,13 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
         cols = g.op("Gather", [eq_name, "tokens"], axis=1)  # (D, B, T)
         rows = g.op("Transpose", [cols], perm=[1, 2, 0])
         scale = g.op("Gather", [es_name, "tokens"], axis=0)
-        x = g.op("Mul", [g.op("Cast", [rows], to=g.float_type),
-                         g.op("Unsqueeze", [scale, g.const(np.array([-1], np.int64), "axis")])])
+        x = g.op(
+            "Mul",
+            [
+                g.op("Cast", [rows], to=g.float_type),
+                g.op("Unsqueeze", [scale, g.const(np.array([-1], np.int64), "axis")]),
+            ],
+        )
     else:
         table = g.const(emb, "embed")
         x = g.op("Gather", [table, "tokens"], axis=0)
@@ -325,8 +309,14 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
     zero = g.const(np.array(0, np.int64), "zero")
     rows = g.op("Unsqueeze", [positions, g.const(np.array([1], np.int64), "axis")])
     cols = g.op("Unsqueeze", [g.op("Range", [zero, total, one]), g.const(np.array([0], np.int64), "axis")])
-    mask = g.op("Where", [g.op("Greater", [cols, rows]), g.const(np.array(-np.inf, np.float32), "neg_inf"),
-                          g.const(np.array(0.0, np.float32), "zero_f")])
+    mask = g.op(
+        "Where",
+        [
+            g.op("Greater", [cols, rows]),
+            g.const(np.array(-np.inf, np.float32), "neg_inf"),
+            g.const(np.array(0.0, np.float32), "zero_f"),
+        ],
+    )
     cross_k, cross_v = _to_float(g, "cross_k"), _to_float(g, "cross_v")
     present_k, present_v = [], []
     for i, layer in enumerate(dec.layers):
@@ -348,9 +338,11 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
         s = float(a.scaling)
         hs = g.layer_norm(x, layer.encoder_attn_layer_norm, hint + ".lnx")
         q = g.heads(g.linear(hs, _np(a.q_proj.weight) * s, _np(a.q_proj.bias) * s, hint + ".xq"), h, hd)
-        out = g.merge_heads(g.attention(q, g.op("Gather", [cross_k, idx], axis=0), g.op("Gather", [cross_v, idx], axis=0)))
+        out = g.merge_heads(
+            g.attention(q, g.op("Gather", [cross_k, idx], axis=0), g.op("Gather", [cross_v, idx], axis=0))
+        )
         x = g.op("Add", [x, g.linear(out, _np(a.out_proj.weight), _np(a.out_proj.bias), hint + ".xo")])
-        x = _feed_forward(g, x, layer, hint)
+        x = _feed_forward(g, x, layer, hint, f"decoder layer {i}")
     x = g.layer_norm(x, dec.layer_norm, "dec.ln")
     last = g.op("Gather", [x, g.const(np.array(-1, np.int64), "last")], axis=1)  # (B, D)
     if int8_embed:
@@ -363,15 +355,19 @@ def build_decoder(model, quantize: str, keep_float: tuple[str, ...] = ()):
     f32 = TensorProto.FLOAT
     past_shape = ["layers", "batch", h, "past", hd]
     cross_shape = ["layers", "batch", h, "audio_ctx", hd]
-    inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "new"]),
-              helper.make_tensor_value_info("self_k", f32, past_shape),
-              helper.make_tensor_value_info("self_v", f32, past_shape),
-              helper.make_tensor_value_info("cross_k", f32, cross_shape),
-              helper.make_tensor_value_info("cross_v", f32, cross_shape)]
+    inputs = [
+        helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "new"]),
+        helper.make_tensor_value_info("self_k", f32, past_shape),
+        helper.make_tensor_value_info("self_v", f32, past_shape),
+        helper.make_tensor_value_info("cross_k", f32, cross_shape),
+        helper.make_tensor_value_info("cross_v", f32, cross_shape),
+    ]
     total_shape = ["layers", "batch", h, "total", hd]
-    outputs = [helper.make_tensor_value_info("logits", f32, ["batch", cfg.vocab_size]),
-               helper.make_tensor_value_info("present_k", f32, total_shape),
-               helper.make_tensor_value_info("present_v", f32, total_shape)]
+    outputs = [
+        helper.make_tensor_value_info("logits", f32, ["batch", cfg.vocab_size]),
+        helper.make_tensor_value_info("present_k", f32, total_shape),
+        helper.make_tensor_value_info("present_v", f32, total_shape),
+    ]
     return helper.make_graph(g.nodes, "whisper_decoder", inputs, outputs, g.inits)
 
 
@@ -380,10 +376,13 @@ def make_model(graph):
     import onnx
     from onnx import helper
 
-    from asr_app.kernels.ops import DOMAIN, VERSION, function_protos
+    from asr_app.kernels import DOMAIN, VERSION, function_protos
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, VERSION)],
-                              producer_name="asr-app")
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, VERSION)],
+        producer_name="asr-app",
+    )
     used = {n.op_type for n in graph.node if n.domain == DOMAIN}
     functions = {f.name: f for f in function_protos()}
     needed = set(used)
@@ -398,9 +397,15 @@ def make_model(graph):
 EXPORT_STEPS = ("writing encoder.onnx", "writing decoder.onnx", "writing the tokenizer and config")
 
 
-def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite: bool = False,
-                 source_key: str | None = None, keep_float: tuple[str, ...] | None = None,
-                 on_step=None) -> Path:
+def export_model(
+    bundle,
+    out_dir: str | Path,
+    quantize: str = "none",
+    overwrite: bool = False,
+    source_key: str | None = None,
+    keep_float: tuple[str, ...] | None = None,
+    on_step=None,
+) -> Path:
     """Export a loaded model to an ONNX model folder.
 
     Writes encoder.onnx, decoder.onnx, the tokenizer files, preprocessor_config.json,
@@ -425,7 +430,7 @@ def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite:
 
     if quantize not in QUANTIZE_CHOICES:
         raise ExportError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
-    from asr_app.onnx_backend import is_onnx_dir
+    from asr_app.onnx.runtime import is_onnx_dir
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -448,19 +453,28 @@ def export_model(bundle, out_dir: str | Path, quantize: str = "none", overwrite:
     model.generation_config.save_pretrained(str(tmp))
     np.save(tmp / "mel_filters.npy", np.asarray(bundle.feature_extractor.mel_filters, np.float32))
     cfg = model.config
-    from asr_app.compression.adaptwin.checkpoint import compression_block, is_compressed_dir
-    from asr_app.kernels.ops import DOMAIN, VERSION
+    from asr_app.compression.checkpoint import compression_block, is_compressed_dir
+    from asr_app.kernels import DOMAIN, VERSION
 
     config = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "quantize": quantize, "opset": OPSET,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "quantize": quantize,
+        "opset": OPSET,
         "keep_float": list(keep_float) if quantize == "int8" else [],
         "custom_domains": {DOMAIN: VERSION},
-        "name": bundle.name, "source": str(bundle.path), "source_key": source_key,
-        "num_mel_bins": cfg.num_mel_bins, "vocab_size": cfg.vocab_size, "d_model": cfg.d_model,
-        "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers,
+        "name": bundle.name,
+        "source": str(bundle.path),
+        "source_key": source_key,
+        "num_mel_bins": cfg.num_mel_bins,
+        "vocab_size": cfg.vocab_size,
+        "d_model": cfg.d_model,
+        "encoder_layers": cfg.encoder_layers,
+        "decoder_layers": cfg.decoder_layers,
         "decoder_attention_heads": cfg.decoder_attention_heads,
         "head_dim": decoder_head_dim(model),
-        "max_source_positions": cfg.max_source_positions, "max_target_positions": cfg.max_target_positions,
+        "max_source_positions": cfg.max_source_positions,
+        "max_target_positions": cfg.max_target_positions,
         "suppress_tokens": list(model.generation_config.suppress_tokens or []),
         "parameters": int(sum(p.numel() for p in model.parameters())),
     }

@@ -1,6 +1,6 @@
-"""Speaker activation statistics and sensitivity, measured on the speaker's own audio.
+"""Activation statistics of a Whisper model, measured on the speaker's own audio.
 
-Two measurements drive the data-aware ("adaptive") variant of AdaPTwin:
+Shared by the compression methods (AdaPTwin's whitened factorizations use them today):
 
 * `collect_activation_stats`: second moments E[x^T x] of the inputs of every encoder
   self-attention, fc1 and fc2, accumulated window by window (float64 sums, nothing else
@@ -9,21 +9,22 @@ Two measurements drive the data-aware ("adaptive") variant of AdaPTwin:
   (only when the decoder's feed-forward layers are factored too).
 * `measure_sensitivity`: how much squared error at the encoder output one unit of squared
   error at a site inside layer i causes (sites: attention logits, attention output, fc1
-  output, fc2 output), by injecting small Gaussian noise at that site alone. The rank
-  allocator (`allocate.py`) multiplies each factor's expected truncation error by its
-  site's gain, so that errors in different layers are compared in one currency.
+  output, fc2 output), by injecting small Gaussian noise at that site alone. AdaPTwin's
+  rank allocator multiplies each factor's expected truncation error by its site's gain,
+  so that errors in different layers are compared in one currency.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr_app.compression.adaptwin.apply import decoder_of, encoder_of
+from asr_app.compression.surgery import decoder_of, encoder_of
 
 SITES = ("qk", "attn_out", "fc1_out", "fc2_out")
 
@@ -52,15 +53,14 @@ class ActivationStats:
         return out
 
     @classmethod
-    def from_state_dict(cls, d: dict[str, Tensor]) -> "ActivationStats":
+    def from_state_dict(cls, d: dict[str, Tensor]) -> ActivationStats:
         n = len([k for k in d if k.startswith("attn_in.")])
         get = lambda kind: [d[f"{kind}.{i}"] for i in range(n)]  # noqa: E731
         return cls(get("attn_in"), get("fc1_in"), get("fc2_in"), int(d["positions"][0]))
 
 
 @torch.no_grad()
-def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor],
-                             on_batch=None) -> ActivationStats:
+def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor], on_batch=None) -> ActivationStats:
     """Accumulate input second moments of every encoder layer over `mel_batches`.
 
     Args:
@@ -83,6 +83,7 @@ def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor],
             sums[key] = sums.get(key, 0) + (x.T @ x).cpu()
             if kind == "attn_in" and i == 0:
                 count[0] += x.shape[0]
+
         return fn
 
     handles = []
@@ -138,16 +139,24 @@ class DecoderStats:
         return out
 
     @classmethod
-    def from_state_dict(cls, d: dict[str, Tensor]) -> "DecoderStats":
+    def from_state_dict(cls, d: dict[str, Tensor]) -> DecoderStats:
         n = len([k for k in d if k.startswith("fc1_in.")])
         get = lambda kind: [d[f"{kind}.{i}"] for i in range(n)] if f"{kind}.0" in d else None  # noqa: E731
-        return cls(get("fc1_in"), get("fc2_in"), int(d["positions"][0]), get("self_in"), get("cross_in"),
-                   d.get("audio_in"))
+        # fc1_in / fc2_in are in every state_dict of a decoder with layers (the optional kinds may be absent)
+        return cls(
+            cast("list[Tensor]", get("fc1_in")),
+            cast("list[Tensor]", get("fc2_in")),
+            int(d["positions"][0]),
+            get("self_in"),
+            get("cross_in"),
+            d.get("audio_in"),
+        )
 
 
 @torch.no_grad()
-def collect_decoder_stats(model: nn.Module, mel_label_batches: Iterable[tuple[Tensor, Tensor]],
-                          on_batch=None, attention: bool = False) -> DecoderStats:
+def collect_decoder_stats(
+    model: nn.Module, mel_label_batches: Iterable[tuple[Tensor, Tensor]], on_batch=None, attention: bool = False
+) -> DecoderStats:
     """Accumulate the second moments of the decoder fc1/fc2 inputs (and, with `attention`,
     of its self- and cross-attention inputs and of the encoder output), teacher-forced on
     transcripts.
@@ -176,6 +185,7 @@ def collect_decoder_stats(model: nn.Module, mel_label_batches: Iterable[tuple[Te
         def fn(module, args, kwargs):
             x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             add((kind, i), x.reshape(-1, x.shape[-1])[mask[0]])
+
         return fn
 
     def audio_hook(module, args, output):
@@ -186,8 +196,11 @@ def collect_decoder_stats(model: nn.Module, mel_label_batches: Iterable[tuple[Te
     sites = [("fc1", "fc1_in"), ("fc2", "fc2_in")]
     if attention:
         sites += [("self_attn", "self_in"), ("encoder_attn", "cross_in")]
-    handles = [getattr(layer, site).register_forward_pre_hook(hook(kind, i), with_kwargs=True)
-               for i, layer in enumerate(decoder.layers) for site, kind in sites]
+    handles = [
+        getattr(layer, site).register_forward_pre_hook(hook(kind, i), with_kwargs=True)
+        for i, layer in enumerate(decoder.layers)
+        for site, kind in sites
+    ]
     if attention:
         handles.append(encoder_of(model).register_forward_hook(audio_hook))
     device = next(model.parameters()).device
@@ -208,18 +221,19 @@ def collect_decoder_stats(model: nn.Module, mel_label_batches: Iterable[tuple[Te
     get = lambda kind: [sums[(kind, i)] / count for i in range(n)]  # noqa: E731
     if not attention:
         return DecoderStats(get("fc1_in"), get("fc2_in"), count)
-    return DecoderStats(get("fc1_in"), get("fc2_in"), count, get("self_in"), get("cross_in"),
-                        sums[("audio_in", 0)] / frames[0])
+    return DecoderStats(
+        get("fc1_in"), get("fc2_in"), count, get("self_in"), get("cross_in"), sums[("audio_in", 0)] / frames[0]
+    )
 
 
-def _split_heads(attn: nn.Module, x: Tensor) -> Tensor:
-    """(batch, T, d_model) -> (batch, heads, T, head_dim)."""
+def _split_heads(attn: Any, x: Tensor) -> Tensor:
+    """(batch, T, d_model) -> (batch, heads, T, head_dim); attn: a transformers `WhisperAttention`."""
     b, t, _ = x.shape
     return x.view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
 
 
-def _logits(attn: nn.Module, x: Tensor) -> Tensor:
-    """Scaled q k^T of a dense Whisper attention: (batch, heads, T, T)."""
+def _logits(attn: Any, x: Tensor) -> Tensor:
+    """Scaled q k^T of a dense Whisper attention (a transformers `WhisperAttention`): (batch, heads, T, T)."""
     q = _split_heads(attn, attn.q_proj(x)) * attn.scaling
     return q @ _split_heads(attn, attn.k_proj(x)).transpose(-1, -2)
 
@@ -227,7 +241,7 @@ def _logits(attn: nn.Module, x: Tensor) -> Tensor:
 class _NoisyLogitsAttention(nn.Module):
     """A dense Whisper self-attention computed by hand, with Gaussian noise on its logits."""
 
-    def __init__(self, attn: nn.Module, std: float, generator: torch.Generator):
+    def __init__(self, attn: Any, std: float, generator: torch.Generator):  # attn: a transformers WhisperAttention
         super().__init__()
         self.attn, self.std, self.generator = attn, std, generator
 
@@ -320,8 +334,11 @@ def measure_sensitivity(model: nn.Module, mels: Tensor, relative_std: float = 0.
         finally:
             layer.self_attn = attn
         row["qk"] = _gain(noisy, clean, std, attn.num_heads * mels.shape[-1] // 2)
-        for site, module, width in (("attn_out", attn, attn.embed_dim), ("fc1_out", layer.fc1, layer.fc1.out_features),
-                                    ("fc2_out", layer.fc2, layer.fc2.out_features)):
+        for site, module, width in (
+            ("attn_out", attn, attn.embed_dim),
+            ("fc1_out", layer.fc1, layer.fc1.out_features),
+            ("fc2_out", layer.fc2, layer.fc2.out_features),
+        ):
             std = relative_std * float(_capture_output(encoder, module, mels).pow(2).mean().sqrt())
             row[site] = _gain(_noisy_pass(encoder, module, mels, std, gen), clean, std, width)
         gains.append(row)
@@ -331,4 +348,4 @@ def measure_sensitivity(model: nn.Module, mels: Tensor, relative_std: float = 0.
 def _gain(noisy: Tensor, clean: Tensor, std: float, n_site: int) -> float:
     if std <= 0:
         return 0.0
-    return float((noisy - clean).pow(2).sum(-1).mean()) / (std ** 2 * n_site)
+    return float((noisy - clean).pow(2).sum(-1).mean()) / (std**2 * n_site)

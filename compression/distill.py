@@ -1,9 +1,7 @@
-"""Recovery after factoring: LoRA (peft) on the factors, layer-wise distillation, end-to-end
-fine-tuning with replay, then merge. Loops take model, data and config as arguments.
+"""Distillation loops shared by the compression methods' recovery: layer-wise distillation
+of the encoder and end-to-end fine-tuning with replay and logit (KL) distillation. Loops
+take model, data and config as arguments; LoRA is in `compression.lora`.
 
-* `add_lora` wraps the model with peft LoRA adapters on the encoder's attention and
-  feed-forward linears (factored or dense: the factors are ordinary `nn.Linear`s), and
-  optionally on the decoder's (`lora_targets("decoder" | "both")`).
 * `layerwise_distill`: each student encoder layer is trained to reproduce the original
   (teacher) layer's output (normalized MSE) from two inputs: the student's own previous
   layer output and the teacher's input to that layer.
@@ -11,7 +9,6 @@ fine-tuning with replay, then merge. Loops take model, data and config as argume
 * `finetune`: cross-entropy on the speaker's transcripts (timestamped, as Whisper decodes)
   mixed with replay batches from other voices, plus optional distillation toward the
   teacher's token distributions.
-* `merge_lora`: fold the adapters into the weights (no inference overhead).
 Source: AdaPTwin (Biju et al., 2024) recovery recipe (LoRA + layer-wise fine-tuning);
 replay mixing after Moonshine's LoRA fine-tuning recipe.
 """
@@ -20,28 +17,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-LORA_TARGETS = r".*encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|fc1(\.down|\.up)?|fc2(\.down|\.up)?)"
-DECODER_LORA_TARGETS = r".*decoder\.layers\.\d+\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)"
-
-
-def lora_targets(part: str) -> str:
-    """peft target pattern for LoRA on the "encoder", the "decoder" or "both".
-
-    Raises:
-        ValueError: another `part`.
-    """
-    patterns = {"encoder": LORA_TARGETS, "decoder": DECODER_LORA_TARGETS,
-                "both": f"(?:{LORA_TARGETS})|(?:{DECODER_LORA_TARGETS})"}
-    if part not in patterns:
-        raise ValueError(f"LoRA part must be one of {sorted(patterns)}, got {part!r}")
-    return patterns[part]
+from asr_app.compression.surgery import encoder_of
 
 
 @dataclass(frozen=True)
@@ -84,44 +68,11 @@ class TrainConfig:
             raise ValueError(f"vtlp must be in [0, 0.5), got {self.vtlp}")
 
 
-def add_lora(model: nn.Module, rank: int = 16, alpha: float | None = None, targets: str = LORA_TARGETS):
-    """Wrap `model` with peft LoRA adapters on the encoder's attention and FFN linears.
-
-    Args:
-        model: Whisper model, dense or factored.
-        rank: LoRA rank; alpha: LoRA alpha (default 2 * rank).
-    Returns:
-        The peft model (only adapter weights trainable).
-    Raises:
-        ValueError: no module matched `targets`.
-    """
-    import re
-
-    from peft import LoraConfig, get_peft_model
-
-    # only nn.Linear leaves: a factored fc1 matches the pattern too, its down/up are the linears
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and re.fullmatch(targets, n)]
-    if not names:
-        raise ValueError(f"no linear module matches {targets!r}")
-    cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=names, lora_dropout=0.0, bias="none")
-    return get_peft_model(model, cfg)
-
-
-def merge_lora(peft_model) -> nn.Module:
-    """Fold the LoRA adapters into the weights; returns the plain model."""
-    return peft_model.merge_and_unload()
-
-
-def _encoder(model: nn.Module) -> nn.Module:
-    m = model
-    while not hasattr(m, "encoder"):
-        m = m.model if hasattr(m, "model") else m.base_model
-    return m.encoder
-
-
 def _schedule(optimizer, step: int, cfg: TrainConfig) -> None:
     warm = max(1, cfg.steps // 10)
-    scale = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+    scale = (
+        (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+    )
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr * scale
 
@@ -136,8 +87,15 @@ def _optimizer(model: nn.Module, cfg: TrainConfig):
 class _Loop:
     """Shared step loop: schedule, deadline, checkpoints, progress, resume from a step."""
 
-    def __init__(self, model, cfg: TrainConfig, optimizer_state: dict | None, start_step: int,
-                 on_step: Callable | None, on_checkpoint: Callable | None):
+    def __init__(
+        self,
+        model,
+        cfg: TrainConfig,
+        optimizer_state: dict | None,
+        start_step: int,
+        on_step: Callable | None,
+        on_checkpoint: Callable | None,
+    ):
         self.model, self.cfg = model, cfg
         self.optimizer = _optimizer(model, cfg)
         if optimizer_state:
@@ -146,7 +104,9 @@ class _Loop:
         self.losses: list[float] = []
 
     def done(self) -> bool:
-        return self.step >= self.cfg.steps or (self.cfg.deadline_s is not None and time.monotonic() > self.cfg.deadline_s)
+        return self.step >= self.cfg.steps or (
+            self.cfg.deadline_s is not None and time.monotonic() > self.cfg.deadline_s
+        )
 
     def update(self, loss: Tensor) -> None:
         _schedule(self.optimizer, self.step, self.cfg)
@@ -205,7 +165,9 @@ def warp_mel(mel: Tensor, alpha: Tensor) -> Tensor:
     if bool((alpha <= 0).any()):
         raise ValueError("warp factors must be > 0")
     n = mel.shape[1]
-    src = (torch.arange(n, device=mel.device, dtype=torch.float32)[None, :] / alpha.to(mel.device, torch.float32)[:, None])
+    src = (
+        torch.arange(n, device=mel.device, dtype=torch.float32)[None, :] / alpha.to(mel.device, torch.float32)[:, None]
+    )
     src = src.clamp(0, n - 1)  # (batch, n_mels)
     lo = src.floor().long()
     hi = (lo + 1).clamp(max=n - 1)
@@ -214,9 +176,16 @@ def warp_mel(mel: Tensor, alpha: Tensor) -> Tensor:
     return pick(lo) * (1 - frac) + pick(hi) * frac
 
 
-def layerwise_distill(student, teacher: nn.Module, mel_batches: Sequence[Tensor], cfg: TrainConfig,
-                      optimizer_state: dict | None = None, start_step: int = 0,
-                      on_step=None, on_checkpoint=None) -> dict:
+def layerwise_distill(
+    student,
+    teacher: nn.Module,
+    mel_batches: Sequence[Tensor],
+    cfg: TrainConfig,
+    optimizer_state: dict | None = None,
+    start_step: int = 0,
+    on_step=None,
+    on_checkpoint=None,
+) -> dict:
     """Train each student encoder layer to reproduce the teacher layer's output.
 
     Per layer i, with y_i the teacher's output of layer i, the loss is
@@ -242,7 +211,7 @@ def layerwise_distill(student, teacher: nn.Module, mel_batches: Sequence[Tensor]
         {"steps": n, "final_loss": mean loss (per layer, both terms) of the last 10 steps}.
     Source: layer-wise distillation as in AdaPTwin's recovery; the two-input objective is ours.
     """
-    t_enc, s_enc = _encoder(teacher), _encoder(student)
+    t_enc, s_enc = encoder_of(teacher), encoder_of(student)
     captured: list[tuple[Tensor, Tensor]] = []
 
     def grab(module, args, output):
@@ -266,7 +235,7 @@ def layerwise_distill(student, teacher: nn.Module, mel_batches: Sequence[Tensor]
         finally:
             for h in handles:
                 h.remove()
-        loss = 0.0
+        loss: Tensor | float = 0.0
         x = captured[0][0]  # the conv front end is not factored: same input as the teacher's
         for layer, (x_teacher, y) in zip(s_enc.layers, captured):
             out = _run_layer(layer, x.detach())
@@ -276,14 +245,22 @@ def layerwise_distill(student, teacher: nn.Module, mel_batches: Sequence[Tensor]
                 imitated = _run_layer(layer, x_teacher)
                 loss = loss + cfg.teacher_input_weight * F.mse_loss(imitated, y) / scale
             x = out  # the next layer learns to correct the error its inputs already carry
-        loop.update(loss / len(captured))
+        # a Tensor: captured is not empty (captured[0] above) and the student has the teacher's layers
+        loop.update(cast(Tensor, loss) / len(captured))
     student.eval()
     return loop.result()
 
 
-def finetune(student, mel_label_batches: Sequence[tuple[Tensor, Tensor]], cfg: TrainConfig,
-             teacher: nn.Module | None = None, optimizer_state: dict | None = None, start_step: int = 0,
-             on_step=None, on_checkpoint=None) -> dict:
+def finetune(
+    student,
+    mel_label_batches: Sequence[tuple[Tensor, Tensor]],
+    cfg: TrainConfig,
+    teacher: nn.Module | None = None,
+    optimizer_state: dict | None = None,
+    start_step: int = 0,
+    on_step=None,
+    on_checkpoint=None,
+) -> dict:
     """End-to-end fine-tuning on (log-mel, labels) batches, with optional teacher distillation.
 
     Args:
@@ -308,8 +285,16 @@ def finetune(student, mel_label_batches: Sequence[tuple[Tensor, Tensor]], cfg: T
                 t_logits = teacher(input_features=mel, labels=labels).logits
             mask = labels != -100
             t = cfg.kd_temperature
-            kl = F.kl_div(F.log_softmax(out.logits[mask] / t, -1), F.log_softmax(t_logits[mask] / t, -1),
-                          log_target=True, reduction="batchmean") * t * t
+            kl = (
+                F.kl_div(
+                    F.log_softmax(out.logits[mask] / t, -1),
+                    F.log_softmax(t_logits[mask] / t, -1),
+                    log_target=True,
+                    reduction="batchmean",
+                )
+                * t
+                * t
+            )
             loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * kl
         loop.update(loss)
     student.eval()

@@ -1,0 +1,160 @@
+"""Training data of an adaptation: the profile's takes packed into 30-second windows with
+timestamped targets (as Whisper decodes), speed-perturbed copies, and shuffled batches."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from asr_app.audio import N_SAMPLES, N_TIMESTAMPS, SAMPLE_RATE_HZ, SECONDS_PER_TOKEN, load_audio, log_mel_window
+from asr_app.errors import AsrAppError
+
+WINDOW_FILL_S = 29.0  # pack takes up to this length, leaving room before the 30 s edge
+PROFILE_LANGUAGE = "en"  # enrollment prompts and imported sets are English
+
+
+@dataclass
+class Window:
+    """Up to 30 s of packed takes: (n_mels, 3000) log-mel and decoder labels."""
+
+    mel: np.ndarray
+    labels: list[int]
+    audio_s: float
+
+
+def training_text(text: str) -> str:
+    """Transcript as a training target: ALL-CAPS corpora (LibriSpeech) become sentence case,
+    so fine-tuning does not teach the model to shout; anything else is kept as written."""
+    text = " ".join(text.split())
+    if text.isupper():
+        text = text.lower()
+        text = re.sub(r"\bi\b", "I", text)
+        text = text[:1].upper() + text[1:]
+    return text
+
+
+def speed_perturb(signal: np.ndarray, speed: float) -> np.ndarray:
+    """Play `signal` `speed` times faster: resample 16 kHz audio to 16 kHz / speed (soxr
+    through librosa) and read it back at 16 kHz, so tempo and pitch both scale.
+
+    Args:
+        signal: (samples,) float32 at 16 kHz; speed: e.g. 0.9 (slower, lower) or 1.1.
+    Returns:
+        (about samples / speed,) float32 at 16 kHz.
+    Source: speed perturbation for ASR training (Ko et al., Interspeech 2015).
+    """
+    import librosa
+
+    if speed == 1.0:
+        return signal
+    return librosa.resample(signal, orig_sr=SAMPLE_RATE_HZ, target_sr=int(round(SAMPLE_RATE_HZ / speed))).astype(
+        np.float32
+    )
+
+
+def pack_windows(
+    utterances,
+    bundle,
+    on_progress: Callable[[int], None] | None = None,
+    rng: random.Random | None = None,
+    speed: float = 1.0,
+) -> list[Window]:
+    """Pack utterances in order into windows of at most WINDOW_FILL_S seconds.
+
+    With `rng`, each window is filled only up to a length drawn uniformly from
+    (0, WINDOW_FILL_S] (at least one utterance), so training sees windows mostly padded,
+    as short recordings are at inference, as well as full ones.
+
+    With `speed` other than 1, every utterance is speed-perturbed first (`speed_perturb`);
+    the timestamps follow the perturbed durations.
+
+    Labels follow what the decoder sees after <|startoftranscript|>: [<|en|> <|transcribe|>]
+    (multilingual models) then, per utterance, <|start|> text <|end|> in timestamp tokens
+    (0.02 s), then <|endoftext|>, as Whisper decodes in timestamp mode.
+
+    Args:
+        utterances: `datasets.Utterance`s (audio path, text).
+        bundle: the base `WhisperBundle` (tokenizer, feature extractor, special tokens).
+    Returns:
+        Windows; utterances longer than a window or unreadable are skipped.
+    """
+    sp, tok = bundle.special, bundle.tokenizer
+    prefix = [sp.languages[PROFILE_LANGUAGE], sp.transcribe] if bundle.is_multilingual else []
+    max_ts = sp.timestamp_begin + N_TIMESTAMPS
+
+    def ts(t_s: float) -> int:
+        return min(sp.timestamp_begin + int(round(t_s / SECONDS_PER_TOKEN)), max_ts)
+
+    windows, audio, tokens, offset = [], [], [], 0.0
+    capacity = [rng.uniform(0, WINDOW_FILL_S) if rng else WINDOW_FILL_S]
+
+    def flush():
+        nonlocal audio, tokens, offset
+        capacity[0] = rng.uniform(0, WINDOW_FILL_S) if rng else WINDOW_FILL_S
+        if audio:
+            signal = np.concatenate(audio)[:N_SAMPLES]
+            windows.append(
+                Window(
+                    log_mel_window(bundle.feature_extractor, signal),
+                    prefix + tokens + [sp.eot],
+                    len(signal) / SAMPLE_RATE_HZ,
+                )
+            )
+        audio, tokens, offset = [], [], 0.0
+
+    for n, utt in enumerate(utterances):
+        try:
+            signal = speed_perturb(load_audio(utt.audio), speed)
+        except AsrAppError:
+            continue
+        dur = len(signal) / SAMPLE_RATE_HZ
+        if dur > WINDOW_FILL_S:
+            continue
+        if audio and offset + dur > capacity[0]:
+            flush()
+        text_ids = tok.encode(" " + training_text(utt.text), add_special_tokens=False)
+        tokens += [ts(offset)] + text_ids + [ts(offset + dur)]
+        audio.append(signal)
+        offset += dur
+        if on_progress:
+            on_progress(n)
+    flush()
+    return windows
+
+
+def evenly(items: list, n: int) -> list:
+    """At most `n` items spread evenly over `items` (all of them when there are fewer)."""
+    if n <= 0 or not items:
+        return []
+    step = max(1.0, len(items) / n)
+    return [items[int(i * step)] for i in range(min(len(items), n))]
+
+
+def batches(windows: list[Window], batch_size: int, rng: random.Random, with_labels: bool):
+    """One pass over `windows` in an order shuffled by `rng`, `batch_size` at a time.
+
+    Returns:
+        [mel (B, n_mels, 3000) float32 tensor], or with `with_labels` [(mel, labels (B, L)
+        int64 padded with -100)].
+    """
+    import torch
+
+    order = list(range(len(windows)))
+    rng.shuffle(order)
+    out = []
+    for i in range(0, len(order), batch_size):
+        chunk = [windows[j] for j in order[i : i + batch_size]]
+        mel = torch.from_numpy(np.stack([w.mel for w in chunk]))
+        if not with_labels:
+            out.append(mel)
+            continue
+        width = max(len(w.labels) for w in chunk)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        for k, w in enumerate(chunk):
+            labels[k, : len(w.labels)] = torch.tensor(w.labels)
+        out.append((mel, labels))
+    return out

@@ -1,0 +1,370 @@
+"""The adaptation pipeline: named stages run in order, each resumable by name.
+
+    data                pack the profile's training takes into 30-second windows with
+                        timestamped targets (replay sets too); held-out takes are never
+                        trained on
+    calibrate           activation second moments and site sensitivities on the speaker's
+                        windows (when a chosen method needs them)
+    <method>.<stage>    each chosen method's stages, in the order of `--methods`
+                        (AdaPTwin: `adaptwin.factor`, rank allocation and surgery)
+    layerwise           LoRA, layer-wise distillation toward the original, merge
+    finetune            LoRA again, end-to-end on speaker + replay windows (+ teacher KL)
+    save                the compressed model into `<profile>/models/<run>/`, listed in
+                        profile.json, so `--profile NAME` loads it everywhere
+    control             the original model with the same LoRA fine-tuning only
+    evaluate            WER of original, control and compressed
+    report              report.json in the run folder and the model folder
+Stage results are kept in `<profile>/adapt/<run>/state.json`; an interrupted run resumes at
+the stage, and inside training stages at the last saved step, where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from asr_app.adapt.data import PROFILE_LANGUAGE, evenly, pack_windows
+from asr_app.adapt.options import AdaptError, AdaptOptions
+from asr_app.adapt.report import AdaptReport
+from asr_app.adapt.state import RunState, save_model_state, save_tensors
+
+SHARED_BEFORE = ("data", "calibrate")
+SHARED_AFTER = ("layerwise", "finetune", "save", "control", "evaluate", "report")
+
+
+class Context:
+    """What the stages of one run share (methods' stages read and set these).
+
+    Attributes:
+        options: AdaptOptions; profile: the enrollment `Profile`; folder: the run folder;
+        bundle: the base model's bundle; teacher: the original model (frozen);
+        model: the model being compressed (set by the first method stage, else a copy of
+            the teacher); blocks: the method blocks saved in config.json, in order;
+        speaker, replay, perturbed: training windows; data: what the data stage found;
+        stats, gains: activation statistics and sensitivities (None when not measured);
+        device: where training runs; report: the AdaptReport being filled.
+    """
+
+    def __init__(self, profile, options: AdaptOptions, folder: Path, state: RunState, on_event: Callable):
+        self.profile, self.options, self.folder, self.state = profile, options, folder, state
+        self.event = on_event
+        self.device = options.device
+        self.report = AdaptReport(profile=str(profile.path), options=options.to_flat())
+        self.bundle = self.teacher = self.model = None
+        self.blocks: list[dict] = []
+        self.speaker, self.replay, self.perturbed, self.data = [], [], [], {}
+        self.stats = self.gains = None
+        self.model_dir: Path | None = None
+        self._budget_end = time.monotonic() + 60 * (options.time_budget_min or 0)
+
+    def done(self, stage: str) -> dict | None:
+        """The saved result of a finished stage, or None."""
+        return self.state.done(stage)
+
+    def finish(self, stage: str, result: dict) -> None:
+        """Save a stage's result in the run state."""
+        self.state.finish(stage, result)
+
+    def stage_deadline(self, share: float) -> float | None:
+        """time.monotonic() at which a training stage given `share` of the time left stops."""
+        if self.options.time_budget_min is None:
+            return None
+        return time.monotonic() + max(0.0, (self._budget_end - time.monotonic()) * share)
+
+    def decoder_stats(self, attention: bool = False):
+        """Second moments of the decoder fc inputs (and with `attention`, its attention inputs)
+        on the speaker's calibration windows, teacher-forced on their transcripts (saved, so a
+        resumed run factors the same)."""
+        import torch
+        from safetensors.torch import load_file
+
+        from asr_app.compression.calibrate import DecoderStats, collect_decoder_stats
+
+        path = self.folder / "decoder_stats.safetensors"
+        if path.is_file():
+            stats = DecoderStats.from_state_dict(load_file(str(path)))
+            if stats.self_in is not None or not attention:
+                return stats
+        windows = evenly(self.speaker, self.options.calibration_windows)
+        batches = [(torch.from_numpy(w.mel[None]), torch.tensor([w.labels])) for w in windows]
+        stats = collect_decoder_stats(
+            self.teacher,
+            batches,
+            lambda b: self.event("progress", ("factor", b + 1, len(batches))),
+            attention=attention,
+        )
+        save_tensors(stats.state_dict(), path)
+        return stats
+
+
+class Adapter:
+    """Runs the stages of one adaptation (see the module docstring).
+
+    Args:
+        profile: an `enroll.profile.Profile`.
+        options: AdaptOptions.
+        on_event: callback(kind, payload) for progress: ("stage", name), ("progress",
+            (stage, done, total)), ("info", text).
+    Raises:
+        AdaptError: no training takes, a run folder with other options.
+    """
+
+    def __init__(self, profile, options: AdaptOptions, on_event: Callable | None = None):
+        self.profile, self.options = profile, options
+        self.folder = profile.path / "adapt" / options.run_name()
+        self.state = RunState(self.folder, options)
+        self.ctx = Context(profile, options, self.folder, self.state, on_event or (lambda kind, payload: None))
+
+    @property
+    def report(self) -> AdaptReport:
+        return self.ctx.report
+
+    def stage_names(self) -> list[str]:
+        """Every stage this run goes through, in order."""
+        from asr_app.compression.methods import get_method
+
+        names = list(SHARED_BEFORE)
+        for opts in self.options.methods:
+            names += [f"{opts.method}.{s.name}" for s in get_method(opts.method).stages(opts)]
+        return names + list(SHARED_AFTER)
+
+    def run(self) -> AdaptReport:
+        """Run (or resume) every stage in order; returns the report, also saved in the run folder."""
+        import torch
+
+        from asr_app.compression.methods import get_method
+        from asr_app.models import load_model
+
+        ctx, opts = self.ctx, self.options
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        torch.manual_seed(opts.seed)
+        t_start = time.monotonic()
+        ctx.bundle = load_model(opts.base, opts.device)
+        ctx.teacher = ctx.bundle.model
+        for p in ctx.teacher.parameters():
+            p.requires_grad_(False)
+        self._data()
+        self._calibrate()
+        for method_opts in opts.methods:
+            for stage in get_method(method_opts.method).stages(method_opts):
+                self._method_stage(f"{method_opts.method}.{stage.name}", stage)
+        self._count_params()
+        if ctx.model is None:  # no method changed the structure: recovery trains a copy
+            ctx.model = copy.deepcopy(ctx.teacher)
+        from asr_app.adapt.recovery import train_stage
+
+        for stage in ("layerwise", "finetune"):
+            if stage in opts.stages:
+                ctx.model = train_stage(ctx, stage, ctx.model)
+        self._save()
+        control = train_stage(ctx, "control", copy.deepcopy(ctx.teacher)) if opts.control else None
+        ctx.report.stages["adapt_total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
+        from asr_app.adapt.evaluate import evaluate_stage
+
+        evaluate_stage(ctx, ctx.bundle, {"original": ctx.teacher, "lora_control": control, "compressed": ctx.model})
+        ctx.report.model_dir = str(ctx.model_dir)
+        ctx.report.stages["total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
+        self._report()
+        return ctx.report
+
+    def _count_params(self) -> None:
+        """Parameters of the original and the compressed model into the report."""
+        from asr_app.compression.surgery import param_counts
+
+        ctx = self.ctx
+        before = param_counts(ctx.teacher)
+        after = param_counts(ctx.model) if ctx.model is not None else before
+        ctx.report.params = {
+            "original": before,
+            "compressed": after,
+            "removed_share": {k: round(1 - after[k] / before[k], 4) for k in before},
+        }
+        ctx.report.methods = list(ctx.blocks)
+        ctx.report.plan = next((b["plan"] for b in ctx.blocks if "plan" in b), {})
+
+    def _method_stage(self, key: str, stage) -> None:
+        """Run one method stage, then save the model it left (`<key>.safetensors`) and the
+        method blocks so far; on resume the stage is skipped and the model rebuilt from
+        them. A folder from before stages saved their model (no file) runs a stage whose
+        `rebuild_on_resume` is set again, with its earlier result to rebuild from."""
+        from asr_app.compression.checkpoint import build_structure
+
+        ctx = self.ctx
+        ctx.event("stage", key)
+        done, weights = ctx.done(key), self.folder / f"{key}.safetensors"
+        if done is not None and "blocks" in done and weights.is_file():
+            from safetensors.torch import load_model
+
+            model = copy.deepcopy(ctx.teacher).cpu()
+            build_structure(model, {"methods": done["blocks"]})
+            load_model(model, str(weights), strict=True)
+            ctx.model, ctx.blocks = model.to(ctx.device), list(done["blocks"])
+            for p in ctx.model.parameters():
+                p.requires_grad_(False)
+            ctx.report.stages[key] = {"wall_s": done.get("wall_s")}
+            return
+        if done is not None and not stage.rebuild_on_resume:
+            done = None  # its model was not kept: run it again
+        try:
+            result = stage.run(ctx)
+        except ValueError as e:  # the method refuses these options for this model
+            raise AdaptError(str(e)) from None
+        if ctx.model is not None:
+            save_model_state(ctx.model, weights)
+        ctx.finish(key, {**result, "blocks": list(ctx.blocks)})
+        ctx.report.stages[key] = {"wall_s": result.get("wall_s")}
+
+    # -- the shared stages ----------------------------------------------------------------
+    def _data(self) -> None:
+        """Pack the training takes and the replay sets into windows, plus their speed-perturbed
+        copies (recomputed on resume: packing is deterministic given the seed)."""
+        from asr_app.datasets import load_dataset
+
+        ctx, opts = self.ctx, self.options
+        t0 = time.monotonic()
+        ctx.event("stage", "data")
+        manifest = self.profile.path / "manifest.jsonl"
+        train = load_dataset(manifest, split="train") if manifest.exists() else []
+        if not train:
+            raise AdaptError(
+                f"profile {self.profile.path.name} has no training takes: record some with "
+                f"`asr-app enroll --profile {self.profile.path.name}`"
+            )
+        replay_utts = [u for src in opts.replay for u in load_dataset(src)]
+        random.Random(opts.seed).shuffle(replay_utts)
+        speeds = (1.0, *opts.speed_perturb)
+        total_utts = len(train) * len(speeds)
+
+        def pack(utts, source: str, speed: float, done: int = 0):
+            rng = (
+                random.Random(f"{opts.seed}-{source}" + (f"-{speed:g}" if speed != 1.0 else ""))
+                if opts.varied_windows
+                else None
+            )
+            progress = (
+                (lambda n: ctx.event("progress", ("data", done + n + 1, total_utts))) if source == "speaker" else None
+            )
+            return pack_windows(utts, ctx.bundle, progress, rng, speed)
+
+        speaker = pack(train, "speaker", 1.0)
+        want_s = opts.replay_ratio * sum(w.audio_s for w in speaker)
+        picked, total = [], 0.0
+        for u in replay_utts:
+            if total >= want_s:
+                break
+            picked.append(u)
+            total += u.duration_s or 10.0  # LJSpeech does not say; the packer measures exactly
+        replay = pack(picked, "replay", 1.0)
+        perturbed = []
+        for k, speed in enumerate(opts.speed_perturb, start=1):
+            perturbed += pack(train, "speaker", speed, k * len(train)) + pack(picked, "replay", speed)
+        ctx.speaker, ctx.replay, ctx.perturbed = speaker, replay, perturbed
+        ctx.data = {
+            "speaker_takes": len(train),
+            "speaker_windows": len(speaker),
+            "speaker_minutes": round(sum(w.audio_s for w in speaker) / 60, 2),
+            "replay_sets": list(opts.replay),
+            "replay_windows": len(replay),
+            "replay_minutes": round(sum(w.audio_s for w in replay) / 60, 2),
+            "speed_perturb": list(opts.speed_perturb),
+            "perturbed_windows": len(perturbed),
+            "heldout_takes": len(self.profile.takes("heldout")),
+        }
+        ctx.report.data = ctx.data
+        ctx.report.stages["data"] = {"wall_s": round(time.monotonic() - t0, 1)}
+
+    def _calibrate(self) -> None:
+        """Activation statistics and sensitivities of the original on the speaker's windows,
+        when some chosen method needs them (saved: a resumed run reads them back)."""
+        import torch
+        from safetensors.torch import load_file
+
+        from asr_app.compression.calibrate import ActivationStats, collect_activation_stats, measure_sensitivity
+
+        ctx, opts = self.ctx, self.options
+        if not any(m.needs_activation_stats for m in opts.methods):
+            return
+        path = self.folder / "stats.safetensors"
+        done = ctx.done("calibrate")
+        ctx.event("stage", "calibrate")
+        if done and path.is_file():
+            ctx.report.stages["calibrate"] = done
+            ctx.stats, ctx.gains = ActivationStats.from_state_dict(load_file(str(path))), done["gains"]
+            return
+        t0 = time.monotonic()
+        n_replay = round(opts.calibration_windows * opts.calibration_replay_share) if ctx.replay else 0
+        mels = [torch.from_numpy(w.mel[None]) for w in evenly(ctx.speaker, opts.calibration_windows - n_replay)]
+        probe = torch.cat(mels[: min(2, len(mels))])  # sensitivity is measured on the speaker
+        mels += [torch.from_numpy(w.mel[None]) for w in evenly(ctx.replay, n_replay)]
+        stats = collect_activation_stats(
+            ctx.teacher, mels, lambda b: ctx.event("progress", ("calibrate", b + 1, len(mels)))
+        )
+        gains = measure_sensitivity(ctx.teacher, probe, seed=opts.seed)
+        save_tensors(stats.state_dict(), path)
+        result = {"wall_s": round(time.monotonic() - t0, 1), "positions": stats.positions, "gains": gains}
+        ctx.finish("calibrate", result)
+        ctx.report.stages["calibrate"] = result
+        ctx.stats, ctx.gains = stats, gains
+
+    def _save(self) -> None:
+        """The compressed model, its method blocks and the run's metadata, into the profile."""
+        from asr_app.compression.checkpoint import save_compressed
+
+        ctx, opts = self.ctx, self.options
+        ctx.event("stage", "save")
+        name = opts.run_name()
+        folder = self.profile.path / "models" / name
+        # trained with the <|en|> <|transcribe|> prefix: transcribe decodes in that language
+        # unless told otherwise (language detection on a compressed encoder is not trained)
+        meta = {
+            "base_model": opts.base,
+            "language": PROFILE_LANGUAGE,
+            "options": opts.to_flat(),
+            "data": ctx.data,
+            "params": ctx.report.params,
+            "created": time.time(),
+        }
+        if (first := opts.methods[0] if opts.methods else None) is not None and hasattr(first, "target_ratio"):
+            meta["target_ratio"] = first.target_ratio
+        save_compressed(ctx.model, folder, ctx.blocks, meta)
+        ctx.bundle.tokenizer.save_pretrained(str(folder))
+        ctx.bundle.feature_extractor.save_pretrained(str(folder))
+        models = [m for m in self.profile.meta().get("models", []) if m.get("name") != name]
+        removed = ctx.report.params.get("removed_share", {}).get("encoder", 0.0)
+        models.append(
+            {
+                "name": name,
+                "path": f"models/{name}",
+                "base": opts.base,
+                "method": "+".join(opts.method_names),
+                "encoder_removed": removed,
+                "created": time.time(),
+            }
+        )
+        self.profile.update_meta(models=models)
+        ctx.model_dir = folder
+
+    def _report(self) -> None:
+        from asr_app.outputs import atomic_write_text
+
+        ctx = self.ctx
+        ctx.event("stage", "report")
+        text = json.dumps(ctx.report.to_dict(), indent=2)
+        atomic_write_text(self.folder / "report.json", text)
+        atomic_write_text(ctx.model_dir / "report.json", text)
+
+
+def run_adapt(profile, options: AdaptOptions, on_event: Callable | None = None) -> AdaptReport:
+    """Compress and adapt `options.base` to `profile`'s voice; see the module docstring.
+
+    Returns:
+        AdaptReport (also saved as report.json in the run folder and the model folder).
+    Raises:
+        AdaptError: no training takes or conflicting earlier run; ModelError: base model.
+    """
+    return Adapter(profile, options, on_event).run()

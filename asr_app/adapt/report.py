@@ -1,0 +1,58 @@
+"""What an adaptation measured (report.json in the run folder and the model folder)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+WER_LOSS_LIMIT = 2.0  # WER points (absolute) a compressed model may lose before adapt advises a larger ratio
+
+
+@dataclass
+class AdaptReport:
+    """What `run_adapt` measured (saved as report.json).
+
+    Attributes:
+        profile: the profile folder; options: `AdaptOptions.to_flat()`; model_dir: where
+            the compressed model was saved; params: parameter counts before and after;
+            methods: the method blocks applied (as saved in config.json); plan: the
+            AdaPTwin plan among them (kept for readers of earlier reports); data: windows and minutes trained on;
+            stages: each stage's result (wall time, steps, losses); wer: WER (%) per
+            evaluated set and model.
+    """
+
+    profile: str
+    options: dict
+    model_dir: str | None = None
+    params: dict = field(default_factory=dict)
+    methods: list = field(default_factory=list)
+    plan: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)
+    wer: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def wer_increase(self) -> dict[str, float]:
+        """WER points (absolute, %) the compressed model loses against the original, per evaluated
+        set ("heldout", "speaker", "general"); negative where it is better. Sets without both
+        figures are left out."""
+        return {
+            name: round(row["compressed"] - row["original"], 2)
+            for name, row in self.wer.items()
+            if "compressed" in row and "original" in row
+        }
+
+    def advice(self, limit: float = WER_LOSS_LIMIT) -> str | None:
+        """One line for the user when the compressed model loses more than `limit` WER points
+        on some set, naming the sets and what to try; None otherwise."""
+        worse = {k: v for k, v in self.wer_increase().items() if v > limit}
+        if not worse:
+            return None
+        ratio = self.options.get("target_ratio")
+        lost = ", ".join(f"{v:.2f} points on {k}" for k, v in worse.items())
+        return (
+            f"the compressed model loses more than {limit:g} WER points against the original ({lost}); "
+            f"keep more of the encoder with a larger --target-ratio than {ratio} (what each ratio kept on the "
+            "speakers measured so far: docs/results/adaptwin.md) or give more enrollment and --replay audio"
+        )

@@ -1,0 +1,7 @@
+"""`python -m asr_app.cli`: the `asr-app` command line."""
+
+import sys
+
+from asr_app.cli import main
+
+sys.exit(main())

@@ -1,0 +1,372 @@
+"""`asr-app adapt`: compress Whisper and adapt it to a profile's voice (AdaPTwin, see asr_app.adapt).
+
+The shared options' defaults are `AdaptOptions`' own (`field_default`). The AdaPTwin options
+(--target-ratio, --allocation, --qk, --ffn-method, ...) default to None, meaning
+`AdaptwinOptions`' own default, filled into the help when it is shown
+(`_AdaptHelpFormatter`), so a flag not given never overrides the method's options. --device differs from
+`AdaptOptions.device`: "auto" picks the CUDA GPU when torch sees one (`resolve_train_device`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from asr_app.cli.common import add_command, choice_help, field_default, open_profile
+
+EXAMPLES = """examples:
+  asr-app adapt --profile alice
+  asr-app adapt --profile alice --target-ratio 0.85 --general-set ../shared/data/librispeech/train-clean-5"""
+
+# argument dest -> AdaptwinOptions field, for the options whose None means the method's default
+METHOD_OPTIONS = {
+    "target_ratio": "target_ratio",
+    "allocation": "allocation",
+    "qk": "mode",
+    "ffn_method": "ffn_method",
+    "decoder_keep": "decoder_keep",
+    "decoder_attention_rank": "decoder_attention_rank",
+}
+ALLOCATIONS = {"sensitivity": "from measured sensitivity", "uniform": "one rank everywhere"}
+QK_MODES = {"joint": "product twins", "separate": "Q and K truncated separately (ablation)"}
+FFN_METHODS = {
+    "lowrank": "as low-rank fc1/fc2 pairs",
+    "prune": "pruned to the hidden neurons the same parameters buy, fc2 refit by least squares",
+}
+LORA_PLACES = {
+    "encoder": "the encoder's linears",
+    "decoder": "the decoder's linears; the encoder stays as layer-wise distillation left it",
+    "both": "the encoder's and the decoder's linears",
+}
+
+
+def _method_help(dest: str) -> str | None:
+    """Help of an AdaPTwin option that states its default, read from `AdaptwinOptions`."""
+    from asr_app.compression.methods import get_method
+
+    def d(name: str):
+        return field_default(get_method("adaptwin").options_class, name)
+
+    if dest == "target_ratio":
+        ratio = d("target_ratio")
+        return f"encoder parameters to keep (default {ratio:g}: {100 * (1 - ratio):.0f}%% removed)"
+    if dest == "allocation":
+        return choice_help(ALLOCATIONS, d("allocation"), prefix="ranks per layer and head ")
+    if dest == "qk":
+        return choice_help(QK_MODES, d("mode"))
+    if dest == "ffn_method":
+        return choice_help(FFN_METHODS, d("ffn_method"), prefix="encoder feed-forward blocks ")
+    return None
+
+
+class _AdaptHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples as written; the AdaPTwin options' help with their defaults, filled in only when shown."""
+
+    def _get_help_string(self, action):
+        """The help of `action` before %-expansion (the argparse hook ArgumentDefaultsHelpFormatter uses)."""
+        return (_method_help(action.dest) if action.dest in METHOD_OPTIONS else None) or action.help
+
+
+def add_parser(sub) -> None:
+    """Add the `adapt` subcommand to the subparsers `sub`."""
+    from asr_app.adapt import AdaptOptions
+
+    def d(name: str):
+        return field_default(AdaptOptions, name)
+
+    method_default = "AdaPTwin option; default: AdaptwinOptions'"  # replaced by `_method_help` when shown
+    p = add_command(
+        sub,
+        "adapt",
+        "compress and adapt Whisper to a profile's voice (AdaPTwin)",
+        EXAMPLES,
+        formatter_class=_AdaptHelpFormatter,
+    )
+    p.add_argument("--profile", default=None, help="the enrollment profile to adapt to")
+    p.add_argument("--profile-dir", default=None, help="a profile folder outside the default place")
+    p.add_argument("--base", default=d("base"), help="base model: tiny.en, base, a folder or a hub id")
+    from asr_app.adapt.options import DEFAULT_METHODS
+    from asr_app.compression.methods import all_methods
+
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=sorted(all_methods()),
+        default=list(DEFAULT_METHODS),
+        help=f"compression methods to apply, in order (default: {' '.join(DEFAULT_METHODS)})",
+    )
+    p.add_argument("--target-ratio", type=float, default=None, help=method_default)
+    p.add_argument(
+        "--time-budget-min", type=float, default=d("time_budget_min"), help="wall-clock budget of the training stages"
+    )
+    p.add_argument(
+        "--replay",
+        nargs="*",
+        default=d("replay"),
+        help="datasets or manifests of other voices mixed into fine-tuning (against forgetting)",
+    )
+    p.add_argument(
+        "--replay-ratio", type=float, default=d("replay_ratio"), help="replay audio per minute of speaker audio"
+    )
+    p.add_argument(
+        "--general-set",
+        default=d("general_set"),
+        help="dataset of other speakers for the report's general WER, e.g. LibriSpeech train-clean-5",
+    )
+    p.add_argument("--general-limit", type=int, default=d("general_limit"), help="first N utterances of --general-set")
+    p.add_argument(
+        "--speaker-set",
+        default=d("speaker_set"),
+        help="more labelled recordings of the same speaker to evaluate on (beyond held-out takes)",
+    )
+    p.add_argument(
+        "--speaker-filter", default=d("speaker_filter"), help="utterance ids of --speaker-set to keep, e.g. 'LJ002-*'"
+    )
+    p.add_argument("--allocation", choices=tuple(ALLOCATIONS), default=None, help=method_default)
+    p.add_argument("--plain", action="store_true", help="plain SVD instead of speaker-whitened factors (ablation)")
+    p.add_argument("--qk", choices=tuple(QK_MODES), default=None, help=method_default)
+    p.add_argument("--attention-only", action="store_true", help="leave fc1/fc2 dense")
+    p.add_argument("--ffn-method", choices=tuple(FFN_METHODS), default=None, help=method_default)
+    p.add_argument(
+        "--decoder-keep",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="also factor the decoder's fc1/fc2, keeping this share of their parameters (default: decoder dense)",
+    )
+    p.add_argument(
+        "--decoder-attention-rank",
+        type=int,
+        default=None,
+        metavar="R",
+        help="also factor every decoder self- and cross-attention at this rank per head "
+        "(head_dim is 64; the KV cache shrinks to R wide; default: dense)",
+    )
+    p.add_argument("--skip", nargs="*", choices=("layerwise", "finetune"), help="leave out recovery stages (ablation)")
+    p.add_argument("--no-control", action="store_true", help="skip the LoRA-only control model")
+    p.add_argument(
+        "--lora-rank",
+        type=int,
+        default=d("lora_rank"),
+        help=f"rank of the LoRA adapters in recovery (default {d('lora_rank')})",
+    )
+    p.add_argument(
+        "--finetune-lora",
+        choices=tuple(LORA_PLACES),
+        default=d("finetune_lora"),
+        help=f"where end-to-end fine-tuning puts its LoRA adapters (default: {LORA_PLACES[d('finetune_lora')]})",
+    )
+    _add_training_args(p, d)
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train (default auto: a CUDA GPU when torch sees one, else the CPU)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=d("threads"), help="CPU threads for training (default: torch's choice)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _add_training_args(p: argparse.ArgumentParser, d) -> None:
+    """Epochs, batch, distillation weights, windows, augmentation and seed; `d(name)` is AdaptOptions' default."""
+    vtlp, share, speeds = d("layerwise_vtlp"), d("calibration_replay_share"), d("speed_perturb")
+    p.add_argument(
+        "--layerwise-epochs",
+        type=float,
+        default=d("layerwise_epochs"),
+        help=f"passes over the training windows in layer-wise distillation (default {d('layerwise_epochs'):g})",
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=float,
+        default=d("finetune_epochs"),
+        help=f"passes over the training windows in end-to-end fine-tuning (default {d('finetune_epochs'):g})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d("batch_size"),
+        help=f"30-second windows per training step (default {d('batch_size')})",
+    )
+    p.add_argument("--kd-weight", type=float, default=d("kd_weight"), help="weight of distillation toward the original")
+    p.add_argument(
+        "--layerwise-teacher-input",
+        type=float,
+        default=d("layerwise_teacher_input"),
+        metavar="W",
+        help="layer-wise distillation: weight of the term feeding each layer the original model's "
+        "input to it, beside its compressed predecessors' output "
+        f"(default {d('layerwise_teacher_input'):g}; 0 turns it off)",
+    )
+    p.add_argument(
+        "--layerwise-vtlp",
+        type=float,
+        default=vtlp,
+        metavar="V",
+        help="layer-wise distillation: warp each window's log-mel in frequency by a random factor in "
+        f"[1-V, 1+V] (vocal tract length perturbation; default {vtlp:g}{' = off' if not vtlp else ''})",
+    )
+    p.add_argument(
+        "--full-windows", action="store_true", help="pack every training window to 29 s (default: random fill lengths)"
+    )
+    p.add_argument(
+        "--calibration-replay-share",
+        type=float,
+        default=share,
+        help="share of the whitening statistics taken from --replay audio "
+        f"(default {share:g}{': speaker only' if not share else ''})",
+    )
+    p.add_argument(
+        "--speed-perturb",
+        type=float,
+        nargs="*",
+        default=list(speeds),
+        metavar="SPEED",
+        help="train also on copies of the speaker and replay takes played at these speeds "
+        f"(default {' '.join(f'{s:g}' for s in speeds) or 'none'}; give none to turn it off)",
+    )
+    p.add_argument("--seed", type=int, default=d("seed"), help="seed of window packing, sampling and initialization")
+
+
+def resolve_train_device(device: str) -> str:
+    """ "auto" -> "cuda" when torch sees a CUDA GPU, else "cpu"; "cpu" and "cuda" unchanged
+    (a missing GPU for "cuda" is reported when the model loads)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _adapt_options(args):
+    """The `AdaptOptions` of the parsed arguments (AdaPTwin options left out take the method's defaults)."""
+    from asr_app.adapt import AdaptOptions
+
+    method = {field: getattr(args, dest) for dest, field in METHOD_OPTIONS.items() if getattr(args, dest) is not None}
+    if args.plain:
+        method["data_aware"] = False
+    if args.attention_only:
+        method["ffn"] = False
+    stages = tuple(s for s in ("layerwise", "finetune") if s not in (args.skip or []))
+    return AdaptOptions.from_flat(
+        tuple(args.methods),
+        **method,
+        base=args.base,
+        lora_rank=args.lora_rank,
+        finetune_lora=args.finetune_lora,
+        layerwise_epochs=args.layerwise_epochs,
+        finetune_epochs=args.finetune_epochs,
+        batch_size=args.batch_size,
+        kd_weight=args.kd_weight,
+        layerwise_teacher_input=args.layerwise_teacher_input,
+        layerwise_vtlp=args.layerwise_vtlp,
+        replay=tuple(args.replay or ()),
+        replay_ratio=args.replay_ratio,
+        stages=stages,
+        control=not args.no_control,
+        general_set=args.general_set,
+        general_limit=args.general_limit,
+        speaker_set=args.speaker_set,
+        speaker_filter=args.speaker_filter,
+        time_budget_min=args.time_budget_min,
+        device=resolve_train_device(args.device),
+        threads=args.threads,
+        seed=args.seed,
+        varied_windows=not args.full_windows,
+        calibration_replay_share=args.calibration_replay_share,
+        speed_perturb=tuple(args.speed_perturb),
+    )
+
+
+class _StageBars:
+    """`run_adapt`'s events on stderr: a heading per stage, a bar per progress stream, info lines."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bars: dict = {}
+
+    def __call__(self, kind: str, payload) -> None:
+        if kind == "stage":
+            self.close()
+            print(f"== {payload}", file=sys.stderr)
+        elif kind == "progress" and not self.quiet:
+            from tqdm import tqdm
+
+            stage, done, total = payload[:3]
+            if stage not in self.bars:
+                self.bars[stage] = tqdm(
+                    total=total, desc=stage, unit="step" if len(payload) > 3 else "item", file=sys.stderr
+                )
+            bar = self.bars[stage]
+            bar.n = done
+            if len(payload) > 3:
+                bar.set_postfix(loss=f"{payload[3]:.4f}", refresh=False)
+            bar.refresh()
+        elif kind == "info":
+            print(payload, file=sys.stderr)
+
+    def close(self) -> None:
+        """Close the open bars."""
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def run(args) -> int:
+    """`asr-app adapt`: AdaPTwin compression + adaptation of a profile (see asr_app.adapt)."""
+    from asr_app.adapt import run_adapt
+
+    profile = open_profile(args)
+    opts = _adapt_options(args)
+    bars = _StageBars(quiet=args.quiet)
+    if args.device == "auto":
+        print(
+            f"training on {'the CUDA GPU' if opts.device == 'cuda' else 'the CPU'} (--device to choose)",
+            file=sys.stderr,
+        )
+    if not opts.replay:
+        print(
+            "note: no --replay set of other voices given; forgetting is held back by distillation "
+            "toward the original model only",
+            file=sys.stderr,
+        )
+    report = run_adapt(profile, opts, bars)
+    bars.close()
+    _print_report(report, args)
+    return 0
+
+
+def _print_report(report, args) -> None:
+    """Where the model went, the parameters removed, WER per set, advice and wall times."""
+    p, r = report.params, report.params["removed_share"]
+    print(f"model saved to {report.model_dir}")
+    print(
+        f"parameters: encoder attention {p['original']['encoder_attention']:,} -> "
+        f"{p['compressed']['encoder_attention']:,} ({100 * r['encoder_attention']:.1f}% removed); encoder "
+        f"{p['original']['encoder']:,} -> {p['compressed']['encoder']:,} ({100 * r['encoder']:.1f}%); "
+        f"whole model {p['original']['model']:,} -> {p['compressed']['model']:,} ({100 * r['model']:.1f}%)"
+    )
+    if r.get("decoder"):
+        parts = " and ".join(
+            n
+            for n, on in (
+                ("feed-forward", args.decoder_keep is not None),
+                ("attention", args.decoder_attention_rank is not None),
+            )
+            if on
+        )
+        print(
+            f"decoder ({parts} factored; token embedding dense) {p['original']['decoder']:,} -> "
+            f"{p['compressed']['decoder']:,} ({100 * r['decoder']:.1f}% removed)"
+        )
+    for set_name, row in report.wer.items():
+        cells = "  ".join(f"{k} {v:.2f}%" for k, v in row.items() if k not in ("set", "utterances"))
+        print(f"WER on {set_name} ({row['set']}, {row['utterances']} utts): {cells}")
+    if (advice := report.advice()) is not None:
+        print("note: " + advice)
+    print("wall time: " + ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in report.stages.items()))
+    print(f"report written to {Path(report.model_dir) / 'report.json'}")

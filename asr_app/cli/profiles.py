@@ -1,0 +1,37 @@
+"""`asr-app profiles`: list enrollment profiles and their adapted models."""
+
+from __future__ import annotations
+
+from asr_app.cli.common import add_command
+
+EXAMPLES = """examples:
+  asr-app profiles"""
+
+
+def add_parser(sub) -> None:
+    """Add the `profiles` subcommand to the subparsers `sub`."""
+    p = add_command(sub, "profiles", "list enrollment profiles", EXAMPLES)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """`asr-app profiles`: list enrollment profiles and their adapted models; returns the exit code."""
+    from asr_app.enroll.profile import Profile, profiles_root
+
+    root = profiles_root()
+    found = sorted(p for p in root.iterdir() if (p / "profile.json").is_file()) if root.is_dir() else []
+    if not found:
+        print(f"no profiles yet in {root}: create one with `asr-app enroll --profile NAME`")
+        return 0
+    print(f"{'profile':<16} {'hours':>7} {'takes':>6} {'held out':>8} {'sessions':>8}  models")
+    for path in found:
+        prof = Profile(path)
+        meta = prof.meta()
+        takes = prof.takes()
+        hours = sum(t.duration_s for t in takes) / 3600
+        models = ", ".join(m.get("name", "?") for m in meta.get("models", [])) or "-"
+        print(
+            f"{path.name:<16} {hours:>7.2f} {len(takes):>6} {sum(t.split == 'heldout' for t in takes):>8} "
+            f"{meta.get('sessions', 0):>8}  {models}"
+        )
+    return 0
