@@ -73,3 +73,33 @@ def no_microphone(monkeypatch):
         raise ValueError("No input device matching")
 
     monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(check_input_settings=no_device))
+
+
+@pytest.fixture(scope="session")
+def synthetic_whisper(tiny, tmp_path_factory) -> Path:
+    """A folder holding a tiny random Whisper (d_model 64, 2 heads, 2 encoder and 2 decoder
+    layers, tiny.en's vocabulary, tokenizer and log-mel front end), loadable as a Hugging
+    Face folder: for pipeline, surgery and export tests that need no real model's accuracy."""
+    import copy
+
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    cfg = tiny.model.config.to_dict()
+    cfg.update(
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+    )
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(WhisperConfig.from_dict(cfg))
+    model.generation_config = copy.deepcopy(tiny.model.generation_config)
+    folder = tmp_path_factory.mktemp("synthetic-whisper")
+    model.save_pretrained(str(folder))
+    tiny.tokenizer.save_pretrained(str(folder))
+    tiny.feature_extractor.save_pretrained(str(folder))
+    return folder

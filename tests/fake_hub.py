@@ -58,11 +58,21 @@ def serve_model(folder: Path, repo_id: str) -> tuple[ThreadingHTTPServer, list[s
         def do_GET(self):
             requests.append(self.path)
             if self.path.startswith(f"/api/models/{repo_id}/tree/"):
-                self._json([{"type": "file", "path": n, "size": p.stat().st_size,
-                             "oid": hashlib.sha1(p.read_bytes()).hexdigest()} for n, p in files.items()])
+                self._json(
+                    [
+                        {
+                            "type": "file",
+                            "path": n,
+                            "size": p.stat().st_size,
+                            "oid": hashlib.sha1(p.read_bytes()).hexdigest(),
+                        }
+                        for n, p in files.items()
+                    ]
+                )
             elif self.path.startswith(f"/api/models/{repo_id}"):
-                self._json({"id": repo_id, "modelId": repo_id, "sha": commit,
-                            "siblings": [{"rfilename": n} for n in files]})
+                self._json(
+                    {"id": repo_id, "modelId": repo_id, "sha": commit, "siblings": [{"rfilename": n} for n in files]}
+                )
             elif "/resolve/" in self.path:
                 self._file(True)
             else:

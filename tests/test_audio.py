@@ -14,7 +14,9 @@ def _tone(sr, seconds=1.0, channels=1):
     return np.stack([x] * channels, axis=1) if channels > 1 else x
 
 
-@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")])
+@pytest.mark.parametrize(
+    "fmt,subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")]
+)
 def test_formats_rates_and_channels_become_16k_mono(tmp_path, fmt, subtype):
     path = tmp_path / f"x.{fmt.lower()}"
     sf.write(path, _tone(44_100, 1.0, channels=2), 44_100, format=fmt, subtype=subtype)

@@ -68,9 +68,11 @@ def test_wer_is_corpus_level_after_whisper_normalizer():
 
 
 def test_library_layers_do_not_import_the_app_or_ui():
-    code = ("import sys, asr_app.compression, asr_app.kernels, asr_app.models, asr_app.transcribe;"
-            "bad = [m for m in ('textual', 'sounddevice', 'asr_app.cli') if m in sys.modules];"
-            "assert not bad, bad")
+    code = (
+        "import sys, asr_app.compression, asr_app.kernels, asr_app.models, asr_app.transcribe;"
+        "bad = [m for m in ('textual', 'sounddevice', 'asr_app.cli') if m in sys.modules];"
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -85,8 +87,11 @@ def test_compression_and_kernels_sources_import_no_app_module():
     for folder in ("compression", "kernels"):
         for py in (repo / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(py.read_text())):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                )
                 for name in names:
                     assert not name.startswith(forbidden), f"{py}: imports {name}"
                     if name.startswith("asr_app"):
@@ -95,12 +100,17 @@ def test_compression_and_kernels_sources_import_no_app_module():
 
 def test_every_package_folder_is_listed_for_installation():
     """A subpackage missing from pyproject's list works in editable mode but not when installed."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     repo = Path(__file__).resolve().parents[1]
     listed = set(tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    roots = {"asr_app": repo / "asr_app", "asr_app.compression": repo / "compression", "asr_app.kernels": repo / "kernels"}
+    roots = {
+        "asr_app": repo / "asr_app",
+        "asr_app.compression": repo / "compression",
+        "asr_app.kernels": repo / "kernels",
+    }
     for name, root in roots.items():
         for init in root.rglob("__init__.py"):
             rel = init.parent.relative_to(root).parts

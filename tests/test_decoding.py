@@ -1,9 +1,10 @@
 """Window decoding rules: segment splitting, timestamp rules, options validation."""
 
-import pytest
 import numpy as np
+import pytest
 
-from asr_app.decoding import DecodingOptions, TokenFilter, compression_ratio, tokens_to_segments
+from asr_app.decoding import DecodingOptions
+from asr_app.whisper_rules import TokenFilter, compression_ratio, tokens_to_segments
 
 TS = 50363  # <|0.00|> in tiny.en
 T = lambda s: TS + round(s / 0.02)  # noqa: E731

@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-
 from asr_app.audio import load_audio
 from asr_app.cli import main
 from asr_app.datasets import load_dataset
@@ -15,8 +14,7 @@ from asr_app.streaming_bench import concatenate_clips
 from asr_app.wer import RunningWer, normalize
 from tests.conftest import JFK, LJSPEECH, require_data
 
-JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, "
-            "ask what you can do for your country.")
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
 def test_running_wer_counts_only_what_was_read():
@@ -24,7 +22,11 @@ def test_running_wer_counts_only_what_was_read():
     r.add_reference("the cat sat on the mat and then it slept all day")
     r.add_hypothesis("the cat sad on the mat")
     counts, wrong = r.score()
-    assert (counts.substitutions, counts.deletions, counts.reference_words) == (1, 0, 6)  # unread words are no deletions
+    assert (counts.substitutions, counts.deletions, counts.reference_words) == (
+        1,
+        0,
+        6,
+    )  # unread words are no deletions
     assert [r.hypothesis_words[i] for i in wrong] == ["sad"]
     r.add_hypothesis("and then it slept all day")
     assert r.score()[0].reference_words == 12
@@ -34,8 +36,21 @@ def test_live_no_tui_prints_committed_text_and_saves_the_session(tiny, tmp_path,
     require_data(JFK)
     ref = tmp_path / "ref.txt"
     ref.write_text(JFK_TEXT)
-    code = main(["transcribe", "--live", "--input", str(JFK), "--speed", "0", "--no-tui",
-                 "--reference", str(ref), "--save-dir", str(tmp_path / "s")])
+    code = main(
+        [
+            "transcribe",
+            "--live",
+            "--input",
+            str(JFK),
+            "--speed",
+            "0",
+            "--no-tui",
+            "--reference",
+            str(ref),
+            "--save-dir",
+            str(tmp_path / "s"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0
     assert normalize(out) == normalize(JFK_TEXT)
@@ -49,8 +64,9 @@ def test_live_no_tui_prints_committed_text_and_saves_the_session(tiny, tmp_path,
 
 
 def test_live_screen_shows_text_and_wer_and_saves_on_quit(tiny, tmp_path):
-    from asr_app.tui.live_app import LiveApp
     import soundfile as sf
+
+    from asr_app.tui.live_app import LiveApp
 
     require_data(LJSPEECH)
     utts = load_dataset(LJSPEECH, "LJ002-000[1-3]")
@@ -97,8 +113,12 @@ def test_read_along_advances_prompts_and_measures_latency(tiny):
     from asr_app.live import run_live
 
     require_data(JFK)
-    prompts = ["And so my fellow Americans,", "ask not what your country can do for you,",
-               "ask what you can do for your country.", "Thank you."]
+    prompts = [
+        "And so my fellow Americans,",
+        "ask not what your country can do for you,",
+        "ask what you can do for your country.",
+        "Thank you.",
+    ]
     session = LiveSession(tiny, prompts=prompts)
     run_live(session, FileSource(JFK, speed=0), lambda kind, payload: None)
     assert session.prompt_index >= 2  # each phrase end moved to the next sentence

@@ -93,9 +93,13 @@ def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 300.0) 
 
 def test_live_no_tui_transcribes_what_the_microphone_hears(virtual_microphone, tiny_onnx, tmp_path):
     require_data(JFK)
-    proc = subprocess.Popen([sys.executable, "-m", "asr_app", "transcribe", "--live", "--no-tui",
-                             "--save-dir", str(tmp_path / "s")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asr_app", "transcribe", "--live", "--no-tui", "--save-dir", str(tmp_path / "s")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     err_lines = _wait_for_line(proc, "listening")  # the model is loaded and the microphone open
     player = _play(JFK, delay_s=0.5)
     player.wait(timeout=60)
@@ -116,13 +120,31 @@ def test_enroll_records_takes_from_the_microphone(virtual_microphone, tmp_path):
     require_data(LJSPEECH)
     utts = load_dataset(LJSPEECH, "LJ001-000[1-3]")
     gap = np.zeros(int(1.6 * 16_000), np.float32)
-    sf.write(tmp_path / "reading.wav", np.concatenate([gap] + [np.concatenate([load_audio(u.audio), gap])
-                                                               for u in utts]), 16_000)
+    sf.write(
+        tmp_path / "reading.wav",
+        np.concatenate([gap] + [np.concatenate([load_audio(u.audio), gap]) for u in utts]),
+        16_000,
+    )
     (tmp_path / "prompts.txt").write_text("\n\n".join(u.text for u in utts) + "\n")
     profile = tmp_path / "prof"
-    proc = subprocess.Popen([sys.executable, "-m", "asr_app", "enroll", "--profile-dir", str(profile), "--no-tui",
-                             "--no-asr-check", "--prompts", str(tmp_path / "prompts.txt")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "asr_app",
+            "enroll",
+            "--profile-dir",
+            str(profile),
+            "--no-tui",
+            "--no-asr-check",
+            "--prompts",
+            str(tmp_path / "prompts.txt"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     player = _play(tmp_path / "reading.wav", delay_s=3.0)
     player.wait(timeout=120)
     time.sleep(2.0)

@@ -33,10 +33,13 @@ def test_options_are_validated():
 HYPOTHESES = ["the cat", "the cap sat", "the cap sat down", "the cat sat down", "the cat sat down", "the cat sat down"]
 
 
-@pytest.mark.parametrize("n, commits, text", [
-    (2, ["", "the", "cap sat", "down"], "the cap sat down"),  # two agreeing decodes commit a misheard word
-    (3, ["", "", "the", "", "", "cat sat down"], "the cat sat down"),  # three wait for the right one
-])
+@pytest.mark.parametrize(
+    "n, commits, text",
+    [
+        (2, ["", "the", "cap sat", "down"], "the cap sat down"),  # two agreeing decodes commit a misheard word
+        (3, ["", "", "the", "", "", "cat sat down"], "the cat sat down"),  # three wait for the right one
+    ],
+)
 def test_local_agreement_commits_a_word_once_n_hypotheses_agree(tiny, n, commits, text):
     from asr_app.streaming import _Hypothesis
 
@@ -120,8 +123,10 @@ def test_skip_committed_aligns_by_letters_not_by_count():
     assert skip_committed([], "a b".split()) == 0
     assert skip_committed(["a", "b", "c"], ["a"]) == 1
     # a re-decode of the kept context that leaves out a phrase of it: the new words are not skipped
-    context = ("we are moving the outfit later tonight the commissioner explained eight tons of his lab "
-               "equipment plus his special guards").split()
+    context = (
+        "we are moving the outfit later tonight the commissioner explained eight tons of his lab "
+        "equipment plus his special guards"
+    ).split()
     shorter = [w for w in context if w not in ("later", "tonight", "the", "commissioner", "explained")]
     new = "oh trigger picked up the glass".split()
     assert skip_committed(context, shorter + new) == len(shorter)
@@ -139,7 +144,9 @@ def test_a_long_phrase_without_a_pause_loses_no_words(tiny_onnx):
     from asr_app.transcribe import TranscribeOptions, Transcriber
 
     require_data(TRAIN_CLEAN_100)
-    audio = _joined(TRAIN_CLEAN_100 / "5652/39938/5652-39938-0025.flac", TRAIN_CLEAN_100 / "4406/16883/4406-16883-0026.flac")
+    audio = _joined(
+        TRAIN_CLEAN_100 / "5652/39938/5652-39938-0025.flac", TRAIN_CLEAN_100 / "4406/16883/4406-16883-0026.flac"
+    )
     text = replay_fixed(StreamingTranscriber(tiny_onnx), audio)
     assert "normal mental life of the patient reduced in its efficiency" in normalize(text), text
     offline = Transcriber(TranscribeOptions(vad=False), bundle=tiny_onnx).transcribe_audio(audio).text
@@ -154,7 +161,9 @@ def test_a_decode_that_stops_early_without_a_timestamp_is_split_not_trusted(tiny
     from asr_app.streaming_bench import replay_fixed
 
     require_data(TRAIN_CLEAN_5)
-    audio = _joined(TRAIN_CLEAN_5 / "1088/134315/1088-134315-0006.flac", TRAIN_CLEAN_5 / "118/47824/118-47824-0000.flac")
+    audio = _joined(
+        TRAIN_CLEAN_5 / "1088/134315/1088-134315-0006.flac", TRAIN_CLEAN_5 / "118/47824/118-47824-0000.flac"
+    )
     text = normalize(replay_fixed(StreamingTranscriber(tiny_onnx), audio))
     assert "in the shadows of the old courtyard" in text and "heals he said" in text, text
 

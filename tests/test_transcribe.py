@@ -14,8 +14,7 @@ def test_jfk_is_transcribed_with_segment_times(transcriber):
     require_data(JFK)
     t = transcriber.transcribe_file(JFK)
     assert normalize(t.text) == normalize(
-        "And so my fellow Americans, ask not what your country can do for you, "
-        "ask what you can do for your country."
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
     )
     assert t.language == "en" and abs(t.duration_s - 11.0) < 0.01
     assert t.segments[0].start_s < 1.0 and 9.0 < t.segments[-1].end_s <= 11.0
@@ -42,8 +41,9 @@ def _long_recording():
         pieces += [load_audio(u.audio), gap]
         refs.append(u.text)
     pieces.append(load_audio(JFK))
-    refs.append("and so my fellow americans ask not what your country can do for you "
-                "ask what you can do for your country")
+    refs.append(
+        "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+    )
     return np.concatenate(pieces), " ".join(refs)
 
 

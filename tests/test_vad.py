@@ -24,10 +24,15 @@ def test_speech_chunks_equal_silero_vads_own_get_speech_timestamps(clips):
     reference = load_silero_vad()  # the torch (JIT) model silero-vad loads by default
     for options in (VadOptions(), VadOptions(min_silence_ms=300, speech_pad_ms=30), VadOptions(threshold=0.7)):
         for audio in clips:
-            want = get_speech_timestamps(torch.from_numpy(audio), reference, threshold=options.threshold,
-                                         sampling_rate=16_000, min_speech_duration_ms=options.min_speech_ms,
-                                         min_silence_duration_ms=options.min_silence_ms,
-                                         speech_pad_ms=options.speech_pad_ms)
+            want = get_speech_timestamps(
+                torch.from_numpy(audio),
+                reference,
+                threshold=options.threshold,
+                sampling_rate=16_000,
+                min_speech_duration_ms=options.min_speech_ms,
+                min_silence_duration_ms=options.min_silence_ms,
+                speech_pad_ms=options.speech_pad_ms,
+            )
             assert speech_chunks(audio, options) == [(d["start"], d["end"]) for d in want]
 
 
@@ -56,7 +61,9 @@ def test_speech_regions_hysteresis_minimum_lengths_and_padding():
     opts = VadOptions(min_speech_ms=40, min_silence_ms=100, speech_pad_ms=0)
     assert speech_regions(probs, n, opts) == [(f, 5 * f)]
     assert speech_regions(probs, n, VadOptions(min_speech_ms=20, min_silence_ms=100, speech_pad_ms=0)) == [
-        (f, 5 * f), (10 * f, 11 * f)]
+        (f, 5 * f),
+        (10 * f, 11 * f),
+    ]
     padded = speech_regions(probs, n, VadOptions(min_speech_ms=20, min_silence_ms=100, speech_pad_ms=100))
     assert padded[0][0] == 0 and padded[0][1] > 5 * f and padded[1][0] < 10 * f
     assert speech_regions(np.zeros(10, np.float32), 10 * f) == []

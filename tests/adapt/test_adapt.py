@@ -7,7 +7,6 @@ import dataclasses
 
 import pytest
 import torch
-
 from conftest import JFK, LJSPEECH, TRAIN_CLEAN_5, require_data
 
 
@@ -59,8 +58,8 @@ def test_joint_twins_never_worse_than_separate_truncation():
 
 def test_data_aware_full_rank_plan_reproduces_the_encoder(tiny):
     from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.calibrate import collect_activation_stats
     from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
+    from asr_app.compression.calibrate import collect_activation_stats
 
     mel = _mel(tiny)
     stats = collect_activation_stats(tiny.model, [mel])
@@ -78,9 +77,10 @@ def test_data_aware_full_rank_plan_reproduces_the_encoder(tiny):
 def test_decoder_feed_forward_factors_full_rank_exact_whitened_better_and_reload(tiny, tmp_path):
     """The decoder option: fc1/fc2 factored with the decoder's own token statistics."""
     from asr_app.compression.adaptwin.apply import compress_decoder_ffn, decoder_ffn_plan, param_counts
-    from asr_app.compression.adaptwin.calibrate import collect_decoder_stats
-    from asr_app.compression.adaptwin.checkpoint import load_compressed, save_compressed
     from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
+    from asr_app.compression.adaptwin.method import ADAPTWIN
+    from asr_app.compression.calibrate import collect_decoder_stats
+    from asr_app.compression.checkpoint import load_compressed, save_compressed
     from asr_app.models import load_model
 
     mel = _mel(tiny)
@@ -110,11 +110,11 @@ def test_decoder_feed_forward_factors_full_rank_exact_whitened_better_and_reload
     assert removed == 4 * 2 * (384 * 1536 - 153 * (384 + 1536))
     assert errors[True] < errors[False]  # whitening with the decoder's own inputs wins
 
-    folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "tiny.en"})
+    folder = save_compressed(model, tmp_path / "m", [ADAPTWIN.block(plan)], {"base_model": "tiny.en"})
     tiny.tokenizer.save_pretrained(str(folder))
     tiny.feature_extractor.save_pretrained(str(folder))
     reloaded, block = load_compressed(folder)
-    assert CompressionPlan.from_dict(block["plan"]).decoder == plan.decoder
+    assert CompressionPlan.from_dict(block["methods"][0]["plan"]).decoder == plan.decoder
     assert param_counts(reloaded) == param_counts(model)
     assert _greedy_tokens(load_model(str(folder)), mel) == _greedy_tokens(_copy_bundle(tiny, model), mel)
     with pytest.raises(ValueError, match="decoder attention"):
@@ -125,9 +125,10 @@ def test_decoder_attention_twins_full_rank_exact_whitened_better_smaller_kv_cach
     """The decoder attention option: self- and cross-attention twins at one rank, whitened
     with the decoder's token statistics and the encoder output's; the KV cache narrows."""
     from asr_app.compression.adaptwin.apply import compress_decoder_attention, param_counts
-    from asr_app.compression.adaptwin.calibrate import DecoderStats, collect_decoder_stats
-    from asr_app.compression.adaptwin.checkpoint import save_compressed
     from asr_app.compression.adaptwin.config import CompressionPlan
+    from asr_app.compression.adaptwin.method import ADAPTWIN
+    from asr_app.compression.calibrate import DecoderStats, collect_decoder_stats
+    from asr_app.compression.checkpoint import save_compressed
     from asr_app.models import load_model
 
     mel = _mel(tiny)
@@ -146,8 +147,9 @@ def test_decoder_attention_twins_full_rank_exact_whitened_better_smaller_kv_cach
     want = logits(tiny.model)
     for data_aware in (True, False):
         full = copy.deepcopy(tiny.model)
-        compress_decoder_attention(full, CompressionPlan(data_aware=data_aware, decoder_attention=64),
-                                   stats if data_aware else None)
+        compress_decoder_attention(
+            full, CompressionPlan(data_aware=data_aware, decoder_attention=64), stats if data_aware else None
+        )
         torch.testing.assert_close(logits(full), want, rtol=1e-3, atol=2e-3)
     assert _greedy_tokens(_copy_bundle(tiny, full), mel) == tokens  # cached decoding, same tokens
 
@@ -168,7 +170,7 @@ def test_decoder_attention_twins_full_rank_exact_whitened_better_smaller_kv_cach
     assert cache.self_attention_cache.layers[0].keys.shape == (1, 6, 4, 32)
     assert cache.cross_attention_cache.layers[0].values.shape == (1, 6, 1500, 32)
 
-    folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "tiny.en"})
+    folder = save_compressed(model, tmp_path / "m", [ADAPTWIN.block(plan)], {"base_model": "tiny.en"})
     tiny.tokenizer.save_pretrained(str(folder))
     tiny.feature_extractor.save_pretrained(str(folder))
     reloaded = load_model(str(folder))
@@ -184,9 +186,9 @@ def test_decoder_attention_twins_full_rank_exact_whitened_better_smaller_kv_cach
         CompressionPlan(decoder_attention=0)
     from asr_app.adapt import AdaptOptions
 
-    assert AdaptOptions(decoder_attention_rank=32).run_name() == "tiny.en-keep0.55-decattn32"
+    assert AdaptOptions.from_flat(decoder_attention_rank=32).run_name() == "tiny.en-keep0.55-decattn32"
     with pytest.raises(ValueError, match="decoder_attention_rank"):
-        AdaptOptions(decoder_attention_rank=0)
+        AdaptOptions.from_flat(decoder_attention_rank=0)
 
 
 def test_surgery_checks_feed_forward_keys():
@@ -238,10 +240,10 @@ def test_pruned_ffn_full_width_is_exact_and_refit_beats_keeping_columns():
     from asr_app.adapt import AdaptOptions
     from asr_app.cli import build_parser
 
-    assert AdaptOptions(ffn_method="prune").run_name() == "tiny.en-keep0.55-ffnprune"
+    assert AdaptOptions.from_flat(ffn_method="prune").run_name() == "tiny.en-keep0.55-ffnprune"
     assert build_parser().parse_args(["adapt", "--profile", "p", "--ffn-method", "prune"]).ffn_method == "prune"
     with pytest.raises(ValueError, match="ffn_method"):
-        AdaptOptions(ffn_method="svd")
+        AdaptOptions.from_flat(ffn_method="svd")
 
 
 def test_pruned_plan_spends_the_low_rank_budget_fits_other_voices_better_and_reloads(tiny, tmp_path):
@@ -251,15 +253,15 @@ def test_pruned_plan_spends_the_low_rank_budget_fits_other_voices_better_and_rel
     require_data(LJSPEECH, TRAIN_CLEAN_5)
     import json
 
+    from asr_app.adapt import pack_windows
     from asr_app.compression.adaptwin.allocate import allocate_ranks, plan_encoder_params, pruned_plan
     from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.calibrate import collect_activation_stats, measure_sensitivity
-    from asr_app.compression.adaptwin.checkpoint import load_compressed, save_compressed
     from asr_app.compression.adaptwin.config import CompressionPlan
-    from asr_app.models import load_model
-
-    from asr_app.adapt import pack_windows
+    from asr_app.compression.adaptwin.method import ADAPTWIN
+    from asr_app.compression.calibrate import collect_activation_stats, measure_sensitivity
+    from asr_app.compression.checkpoint import load_compressed, save_compressed
     from asr_app.datasets import load_dataset
+    from asr_app.models import load_model
 
     # statistics on about 90 s of the speaker packed into full windows, as adapt gathers them
     # (pruning's least-squares refit needs more positions than a padded clip or two give)
@@ -276,8 +278,10 @@ def test_pruned_plan_spends_the_low_rank_budget_fits_other_voices_better_and_rel
     assert "ffn_keep" not in lowrank.to_dict()["layers"]["0"]  # plans saved before it read the same
 
     inputs = {}
-    hooks = [layer.fc1.register_forward_pre_hook(lambda m, a, i=i: inputs.__setitem__(i, a[0]))
-             for i, layer in enumerate(tiny.model.model.encoder.layers)]
+    hooks = [
+        layer.fc1.register_forward_pre_hook(lambda m, a, i=i: inputs.__setitem__(i, a[0]))
+        for i, layer in enumerate(tiny.model.model.encoder.layers)
+    ]
     with torch.no_grad():
         tiny.model.model.encoder(other)
     for hk in hooks:
@@ -293,18 +297,19 @@ def test_pruned_plan_spends_the_low_rank_budget_fits_other_voices_better_and_rel
             ffn = lambda layer, x: layer.fc2(torch.nn.functional.gelu(layer.fc1(x)))  # noqa: E731
             want = ffn(dense, inputs[i])
             for name, model in models.items():
-                errors[name] += float((ffn(model.model.encoder.layers[i], inputs[i]) - want).pow(2).sum()
-                                      / want.pow(2).sum())
+                errors[name] += float(
+                    (ffn(model.model.encoder.layers[i], inputs[i]) - want).pow(2).sum() / want.pow(2).sum()
+                )
     assert errors["pruned"] < errors["lowrank"], errors
 
-    folder = save_compressed(models["pruned"], tmp_path / "m", pruned, {"base_model": "tiny.en"})
+    folder = save_compressed(models["pruned"], tmp_path / "m", [ADAPTWIN.block(pruned)], {"base_model": "tiny.en"})
     tiny.tokenizer.save_pretrained(str(folder))
     tiny.feature_extractor.save_pretrained(str(folder))
     reloaded = load_model(str(folder))
     mel = _mel(tiny)
     assert _greedy_tokens(reloaded, mel) == _greedy_tokens(_copy_bundle(tiny, models["pruned"]), mel)
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["compression"]["plan"]["layers"]["1"]["ffn_keep"] += 1
+    cfg["compression"]["methods"][0]["plan"]["layers"]["1"]["ffn_keep"] += 1
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(Exception, match="fc1"):
         load_compressed(folder)
@@ -316,7 +321,7 @@ def test_allocation_meets_the_budget_and_beats_uniform_plain_svd(tiny):
     require_data(LJSPEECH)
     from asr_app.compression.adaptwin.allocate import allocate_ranks, plan_encoder_params, uniform_plan
     from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.calibrate import collect_activation_stats, measure_sensitivity
+    from asr_app.compression.calibrate import collect_activation_stats, measure_sensitivity
 
     fit = _mel(tiny, LJSPEECH / "wavs" / "LJ001-0001.flac")
     other = _mel(tiny, LJSPEECH / "wavs" / "LJ001-0002.flac")
@@ -342,7 +347,8 @@ def test_allocation_meets_the_budget_and_beats_uniform_plain_svd(tiny):
 def test_merged_lora_equals_unmerged_and_layerwise_distillation_learns(tiny):
     from asr_app.compression.adaptwin.allocate import uniform_plan
     from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.train import TrainConfig, add_lora, layerwise_distill, merge_lora
+    from asr_app.compression.distill import TrainConfig, layerwise_distill
+    from asr_app.compression.lora import add_lora, merge_lora
 
     mel = _mel(tiny)
     model = copy.deepcopy(tiny.model)
@@ -384,11 +390,18 @@ def _layerwise_first_loss_parts(teacher, student, mel):
 
 
 def _first_layerwise_loss(student, teacher, mel, cfg, start_step: int = 0) -> float:
-    from asr_app.compression.adaptwin.train import add_lora, layerwise_distill
+    from asr_app.compression.distill import layerwise_distill
+    from asr_app.compression.lora import add_lora
 
     losses = []
-    layerwise_distill(add_lora(copy.deepcopy(student), rank=4), teacher, [mel], cfg, start_step=start_step,
-                      on_step=lambda step, loss: losses.append(loss))
+    layerwise_distill(
+        add_lora(copy.deepcopy(student), rank=4),
+        teacher,
+        [mel],
+        cfg,
+        start_step=start_step,
+        on_step=lambda step, loss: losses.append(loss),
+    )
     return losses[0]
 
 
@@ -397,7 +410,7 @@ def test_layerwise_loss_feeds_each_layer_its_own_and_the_teachers_input(tiny):
     y_i)) / layers, recomputed here layer by layer from plain forwards (LoRA starts at zero)."""
     from asr_app.compression.adaptwin.allocate import uniform_plan
     from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.train import TrainConfig
+    from asr_app.compression.distill import TrainConfig
 
     mel = _mel(tiny)
     student = copy.deepcopy(tiny.model)
@@ -406,7 +419,9 @@ def test_layerwise_loss_feeds_each_layer_its_own_and_the_teachers_input(tiny):
     n = len(student.model.encoder.layers)
     assert imitate > 0 and own > imitate  # errors compound along the student's own chain
     for weight in (0.0, 1.0, 0.5):
-        loss = _first_layerwise_loss(student, tiny.model, mel, TrainConfig(steps=1, lr=1e-6, teacher_input_weight=weight))
+        loss = _first_layerwise_loss(
+            student, tiny.model, mel, TrainConfig(steps=1, lr=1e-6, teacher_input_weight=weight)
+        )
         assert loss == pytest.approx((own + weight * imitate) / n, rel=1e-4), weight
     with pytest.raises(ValueError, match="teacher_input_weight"):
         TrainConfig(teacher_input_weight=-1)
@@ -419,7 +434,7 @@ def test_vtlp_warps_the_mel_axis_and_layerwise_distills_on_the_warped_window(tin
     3 of a resumed run)."""
     from asr_app.compression.adaptwin.allocate import uniform_plan
     from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.train import TrainConfig, warp_mel
+    from asr_app.compression.distill import TrainConfig, warp_mel
 
     peak = torch.zeros(2, 80, 5)
     peak[:, 40, 3] = 1.0
@@ -448,15 +463,15 @@ def test_vtlp_warps_the_mel_axis_and_layerwise_distills_on_the_warped_window(tin
 
 def test_saved_compressed_model_reloads_and_decodes_identically(tiny, tmp_path):
     from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.checkpoint import load_compressed, save_compressed
-    from asr_app.models import load_model
-
     from asr_app.compression.adaptwin.config import CompressionPlan
+    from asr_app.compression.adaptwin.method import ADAPTWIN
+    from asr_app.compression.checkpoint import load_compressed, save_compressed
+    from asr_app.models import load_model
 
     model = copy.deepcopy(tiny.model)
     plan = CompressionPlan.uniform(4, 6, 56, None)  # mild: the reloaded model must still transcribe
     compress_encoder(model, plan)
-    folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "tiny.en"})
+    folder = save_compressed(model, tmp_path / "m", [ADAPTWIN.block(plan)], {"base_model": "tiny.en"})
     tiny.tokenizer.save_pretrained(str(folder))
     tiny.feature_extractor.save_pretrained(str(folder))
     reloaded = load_model(str(folder))
@@ -468,7 +483,7 @@ def test_saved_compressed_model_reloads_and_decodes_identically(tiny, tmp_path):
     import json
 
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["compression"]["plan"]["layers"]["0"]["fc1"] = 7
+    cfg["compression"]["methods"][0]["plan"]["layers"]["0"]["fc1"] = 7
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(Exception, match="fc1"):
         load_compressed(folder)
@@ -492,8 +507,18 @@ def test_adapt_resumes_after_interruption_and_profile_loads_its_model(tiny, tmp_
 
     monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path / "data"))
     profile = _small_profile(tmp_path)
-    opts = AdaptOptions(target_ratio=0.7, layerwise_epochs=1, finetune_epochs=1, batch_size=1, lora_rank=4,
-                        control=False, checkpoint_every=2, threads=2, decoder_keep=0.8, decoder_attention_rank=56)
+    opts = AdaptOptions.from_flat(
+        target_ratio=0.7,
+        layerwise_epochs=1,
+        finetune_epochs=1,
+        batch_size=1,
+        lora_rank=4,
+        control=False,
+        checkpoint_every=2,
+        threads=2,
+        decoder_keep=0.8,
+        decoder_attention_rank=56,
+    )
     events = []
 
     def interrupt(kind, payload):
@@ -520,8 +545,22 @@ def test_adapt_resumes_after_interruption_and_profile_loads_its_model(tiny, tmp_
     # the profile now lists the model, and --profile-dir loads it
     assert profile.meta()["models"][-1]["name"] == opts.run_name()
     out = tmp_path / "out"
-    assert main(["transcribe", str(JFK), "--profile-dir", str(profile.path), "--output-dir", str(out),
-                 "--format", "txt", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "transcribe",
+                str(JFK),
+                "--profile-dir",
+                str(profile.path),
+                "--output-dir",
+                str(out),
+                "--format",
+                "txt",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "country" in (out / "jfk.txt").read_text().lower()
 
 
@@ -535,11 +574,14 @@ def test_adapt_on_a_profile_without_held_out_takes_saves_and_says_why_no_held_ou
     profile = _small_profile(tmp_path, n=6)
     assert not profile.takes("heldout")
     events = []
-    report = run_adapt(profile, AdaptOptions(target_ratio=0.7, stages=(), control=False, threads=2),
-                       lambda k, p: events.append((k, p)))
+    report = run_adapt(
+        profile,
+        AdaptOptions.from_flat(target_ratio=0.7, stages=(), control=False, threads=2),
+        lambda k, p: events.append((k, p)),
+    )
     assert "heldout" not in report.wer
     assert any("no held-out takes" in p for k, p in events if k == "info")
-    assert profile.meta()["models"][-1]["name"] == AdaptOptions(target_ratio=0.7, stages=()).run_name()
+    assert profile.meta()["models"][-1]["name"] == AdaptOptions.from_flat(target_ratio=0.7, stages=()).run_name()
 
 
 def test_packed_windows_carry_timestamped_targets(tiny):
@@ -588,18 +630,19 @@ def test_speed_perturbation_moves_tempo_pitch_and_timestamps(tiny):
     sp = tiny.special
     stamps = [tok - sp.timestamp_begin for tok in slow[0].labels if tok >= sp.timestamp_begin]
     assert abs(stamps[-1] * 0.02 - slow[0].audio_s) <= 0.02  # timestamps follow the slower audio
-    assert [tok for tok in slow[0].labels if tok < sp.timestamp_begin] == \
-        [tok for tok in plain[0].labels if tok < sp.timestamp_begin]  # same words
+    assert [tok for tok in slow[0].labels if tok < sp.timestamp_begin] == [
+        tok for tok in plain[0].labels if tok < sp.timestamp_begin
+    ]  # same words
 
-    assert AdaptOptions(speed_perturb=()).run_name().endswith("-spoff")
+    assert AdaptOptions.from_flat(speed_perturb=()).run_name().endswith("-spoff")
     assert AdaptOptions().run_name() == "tiny.en-keep0.55"
     # options that change training name their own run folder (a resume refuses other options)
-    assert AdaptOptions(kd_weight=1.0, layerwise_teacher_input=0).run_name() == "tiny.en-keep0.55-kd1-lwti0"
+    assert AdaptOptions.from_flat(kd_weight=1.0, layerwise_teacher_input=0).run_name() == "tiny.en-keep0.55-kd1-lwti0"
     with pytest.raises(ValueError, match="layerwise_teacher_input"):
-        AdaptOptions(layerwise_teacher_input=-1)
+        AdaptOptions.from_flat(layerwise_teacher_input=-1)
     for bad in ((1.0,), (3.0,)):
         with pytest.raises(ValueError, match="speed_perturb"):
-            AdaptOptions(speed_perturb=bad)
+            AdaptOptions.from_flat(speed_perturb=bad)
 
 
 def test_finetune_lora_trains_only_the_part_it_is_told(tiny, tmp_path):
@@ -607,13 +650,16 @@ def test_finetune_lora_trains_only_the_part_it_is_told(tiny, tmp_path):
     import json
     import random
 
-    from asr_app.adapt import AdaptError, AdaptOptions, _batches, _RunState, pack_windows
+    from asr_app.adapt import AdaptError, AdaptOptions, pack_windows
+    from asr_app.adapt.data import batches as make_batches
+    from asr_app.adapt.state import RunState
     from asr_app.compression.adaptwin.allocate import uniform_plan
     from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.train import TrainConfig, add_lora, finetune, lora_targets, merge_lora
+    from asr_app.compression.distill import TrainConfig, finetune
+    from asr_app.compression.lora import add_lora, lora_targets, merge_lora
     from asr_app.datasets import load_dataset
 
-    batches = _batches(pack_windows(load_dataset(LJSPEECH, "LJ001-000*", 2), tiny), 1, random.Random(0), True)
+    batches = make_batches(pack_windows(load_dataset(LJSPEECH, "LJ001-000*", 2), tiny), 1, random.Random(0), True)
     for part in ("encoder", "decoder", "both"):
         model = copy.deepcopy(tiny.model)
         compress_encoder(model, uniform_plan(model, 0.5))
@@ -628,16 +674,17 @@ def test_finetune_lora_trains_only_the_part_it_is_told(tiny, tmp_path):
     with pytest.raises(ValueError, match="encoder"):
         lora_targets("embeddings")
     with pytest.raises(ValueError, match="finetune_lora"):
-        AdaptOptions(finetune_lora="embeddings")
-    assert AdaptOptions(finetune_lora="encoder").run_name() == "tiny.en-keep0.55-ftencoder"
+        AdaptOptions.from_flat(finetune_lora="embeddings")
+    assert AdaptOptions.from_flat(finetune_lora="encoder").run_name() == "tiny.en-keep0.55-ftencoder"
     assert AdaptOptions().run_name() == "tiny.en-keep0.55"
     # a run folder written before the option existed fine-tuned the encoder: it resumes as that
-    opts = AdaptOptions(finetune_lora="encoder")
-    state = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(opts))).items() if k != "finetune_lora"}
+    opts = AdaptOptions.from_flat(finetune_lora="encoder")
+    # (state.json as the single-method code wrote it: flat options, no "methods", stage "factor")
+    state = {k: v for k, v in opts.to_flat().items() if k not in ("finetune_lora", "methods")}
     (tmp_path / "state.json").write_text(json.dumps({"options": state, "stages": {"factor": {}}}))
-    assert _RunState(tmp_path, opts).done("factor") == {}
+    assert RunState(tmp_path, opts).done("adaptwin.factor") == {}
     with pytest.raises(AdaptError, match="other options"):
-        _RunState(tmp_path, AdaptOptions())
+        RunState(tmp_path, AdaptOptions())
 
 
 def test_adapt_trains_on_a_gpu_when_torch_sees_one(monkeypatch):
@@ -658,13 +705,21 @@ def test_adapt_advises_a_larger_ratio_when_the_compressed_model_loses_more_than_
     from asr_app.cli import main
     from asr_app.enroll import profile as profile_mod
 
-    report = adapt.AdaptReport(profile="me", options={"target_ratio": 0.55}, model_dir="/nowhere",
-                               params={"original": {"encoder_attention": 4, "encoder": 10, "model": 20},
-                                       "compressed": {"encoder_attention": 2, "encoder": 5, "model": 15},
-                                       "removed_share": {"encoder_attention": 0.5, "encoder": 0.5, "model": 0.25}},
-                               wer={"heldout": {"set": "h", "utterances": 3, "original": 3.77, "compressed": 3.08},
-                                    "general": {"set": "g", "utterances": 40, "original": 5.49, "compressed": 12.84},
-                                    "speaker": {"set": "s", "utterances": 59, "original": 3.93}})
+    report = adapt.AdaptReport(
+        profile="me",
+        options={"target_ratio": 0.55},
+        model_dir="/nowhere",
+        params={
+            "original": {"encoder_attention": 4, "encoder": 10, "model": 20},
+            "compressed": {"encoder_attention": 2, "encoder": 5, "model": 15},
+            "removed_share": {"encoder_attention": 0.5, "encoder": 0.5, "model": 0.25},
+        },
+        wer={
+            "heldout": {"set": "h", "utterances": 3, "original": 3.77, "compressed": 3.08},
+            "general": {"set": "g", "utterances": 40, "original": 5.49, "compressed": 12.84},
+            "speaker": {"set": "s", "utterances": 59, "original": 3.93},
+        },
+    )
     assert report.wer_increase() == {"heldout": -0.69, "general": 7.35}  # the speaker set lacks a compressed WER
     advice = report.advice()
     assert "7.35 points on general" in advice and "heldout" not in advice and "--target-ratio than 0.55" in advice

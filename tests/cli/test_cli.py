@@ -38,8 +38,11 @@ def test_batch_reports_bad_files_goes_on_and_resumes(tiny, mixed_folder, tmp_pat
     code = main(["transcribe", str(mixed_folder), "--output-dir", str(out)])
     captured = capsys.readouterr()
     assert code == 1
-    for bad, reason in [("corrupt.wav", "not a readable audio file"), ("empty.mp3", "empty file"),
-                        ("truncated.wav", "truncated")]:
+    for bad, reason in [
+        ("corrupt.wav", "not a readable audio file"),
+        ("empty.mp3", "empty file"),
+        ("truncated.wav", "truncated"),
+    ]:
         lines = [l for l in captured.err.splitlines() if bad in l and "error" in l]
         assert lines and reason in lines[0], (bad, captured.err)
         assert not (out / bad.rsplit(".", 1)[0]).with_suffix(".txt").exists()
@@ -64,8 +67,18 @@ def test_batch_reports_bad_files_goes_on_and_resumes(tiny, mixed_folder, tmp_pat
     err = capsys.readouterr().err
     assert code == 1 and "skipped 3 file(s)" in err
     assert (out / "jfk.txt").read_text() == "kept"
-    code = main(["transcribe", str(mixed_folder / "jfk.flac"), "--output-dir", str(out), "--overwrite",
-                 "--format", "txt", "--quiet"])
+    code = main(
+        [
+            "transcribe",
+            str(mixed_folder / "jfk.flac"),
+            "--output-dir",
+            str(out),
+            "--overwrite",
+            "--format",
+            "txt",
+            "--quiet",
+        ]
+    )
     assert code == 0 and "country" in (out / "jfk.txt").read_text()
 
 
@@ -128,7 +141,7 @@ def test_progress_bar_survives_durations_that_add_up_past_the_total(capsys):
     bar's close raised TypeError); a file longer than its header must not break it either."""
     import io
 
-    from asr_app.cli import _TqdmProgress
+    from asr_app.cli.transcribe import _TqdmProgress
 
     out = io.StringIO()
     bar = _TqdmProgress(enabled=True, file=out)
@@ -163,10 +176,13 @@ def test_a_folder_without_audio_says_so_and_fails(tmp_path, capsys):
 
 def test_missing_paths_are_worded_the_same_by_every_command(tmp_path, capsys):
     missing = tmp_path / "missing.wav"
-    for argv in (["transcribe", str(missing)], ["eval", str(missing)], ["bench", str(missing), "--no-command"],
-                 ["transcribe", "--live", "--no-tui", "--input", str(missing)],
-                 ["enroll", "--profile-dir", str(tmp_path / "p"), "--input", str(missing), "--no-tui",
-                  "--no-asr-check"]):
+    for argv in (
+        ["transcribe", str(missing)],
+        ["eval", str(missing)],
+        ["bench", str(missing), "--no-command"],
+        ["transcribe", "--live", "--no-tui", "--input", str(missing)],
+        ["enroll", "--profile-dir", str(tmp_path / "p"), "--input", str(missing), "--no-tui", "--no-asr-check"],
+    ):
         assert main(argv) != 0, argv
         assert f"{missing}: no such file or folder" in capsys.readouterr().err, argv
 
@@ -203,7 +219,9 @@ def test_unknown_language_codes_list_what_the_model_knows(tiny):
             WindowDecoder(tiny, DecodingOptions(language=code))
         msg = str(e.value)
         assert "English-only" in msg and "it knows en" in msg and "fr, " in msg and "--model base" in msg, msg
-    assert "no Whisper code" in str(pytest.raises(ValueError, WindowDecoder, tiny, DecodingOptions(language="xx")).value)
+    assert "no Whisper code" in str(
+        pytest.raises(ValueError, WindowDecoder, tiny, DecodingOptions(language="xx")).value
+    )
 
 
 def test_install_hints_name_the_readme_command():
@@ -213,7 +231,7 @@ def test_install_hints_name_the_readme_command():
     from asr_app.errors import install_hint
 
     assert install_hint("bench") == 'pip install -e ".[bench]" (in the asr-app source folder)'
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     sources = [p for d in ("asr_app", "compression", "kernels") for p in (root / d).rglob("*.py")]
     for path in sources:
         text = path.read_text()

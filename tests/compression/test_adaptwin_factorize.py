@@ -48,7 +48,7 @@ def _head_logits(x, y, w_q, b_q, w_k, scale):
 def test_query_key_twins_keep_scale_and_query_bias_at_full_rank():
     x, y = _rand(7, D, seed=5), _rand(9, D, seed=6)
     w_q, b_q, w_k = _rand(HD, D, seed=7), _rand(HD, seed=8), _rand(HD, D, seed=9)
-    scale = HD ** -0.5
+    scale = HD**-0.5
     q, k, bq = factor_query_key(w_q, b_q, w_k, HD, scale)
     ref = _head_logits(x, y, w_q, b_q, w_k, scale)
     got = (x @ q.T + bq) @ (y @ k.T).T  # scale folded: none applied here
@@ -81,7 +81,7 @@ def test_whole_whisper_attention_at_full_rank_equals_the_original(tiny):
         out = bo.clone().expand(50, -1).clone()
         for i in range(h):
             rows = slice(i * hd, (i + 1) * hd)
-            q, k, qb = factor_query_key(wq[rows], bq[rows], wk[rows], hd, hd ** -0.5)
+            q, k, qb = factor_query_key(wq[rows], bq[rows], wk[rows], hd, hd**-0.5)
             v, o, delta = factor_value_output(wv[rows], bv[rows], wo[:, rows], hd)
             p = torch.softmax((x[0] @ q.T + qb) @ (x[0] @ k.T).T, dim=-1)
             out = out + p @ (x[0] @ v.T) @ o.T + delta
@@ -128,8 +128,12 @@ def test_unequal_head_ranks_match_per_head_computation(tiny):
         want = attn.out_proj.bias.expand(2, 30, -1).clone()
         for i, r in enumerate(ranks):
             rows = slice(i * hd, (i + 1) * hd)
-            q, k, qb = factor_query_key(attn.q_proj.weight[rows], attn.q_proj.bias[rows], attn.k_proj.weight[rows], r, hd ** -0.5)
-            v, o, delta = factor_value_output(attn.v_proj.weight[rows], attn.v_proj.bias[rows], attn.out_proj.weight[:, rows], r)
+            q, k, qb = factor_query_key(
+                attn.q_proj.weight[rows], attn.q_proj.bias[rows], attn.k_proj.weight[rows], r, hd**-0.5
+            )
+            v, o, delta = factor_value_output(
+                attn.v_proj.weight[rows], attn.v_proj.bias[rows], attn.out_proj.weight[:, rows], r
+            )
             p = torch.softmax((x @ q.T + qb) @ (x @ k.T).transpose(1, 2), dim=-1)
             want = want + p @ (x @ v.T) @ o.T + delta
     torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-4)

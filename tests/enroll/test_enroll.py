@@ -71,10 +71,14 @@ def test_builtin_prompts_are_unique_and_fill_two_hours():
 
 
 def test_text_is_split_into_readable_sentences_never_repeated(tmp_path):
-    book = ("CHAPTER I\n\nIt was a bright cold day in spring, and the clocks were striking nine. "
-            "Mr. Hale walked on.\nShe said, \"Come in!\" The door opened slowly.\n\n"
-            + "The road went on, " * 20 + "and ended at the sea.\n\n"
-            "It was a bright cold day in spring, and the clocks were striking nine.")
+    book = (
+        "CHAPTER I\n\nIt was a bright cold day in spring, and the clocks were striking nine. "
+        'Mr. Hale walked on.\nShe said, "Come in!" The door opened slowly.\n\n'
+        + "The road went on, "
+        * 20
+        + "and ended at the sea.\n\n"
+        "It was a bright cold day in spring, and the clocks were striking nine."
+    )
     f = tmp_path / "book.txt"
     f.write_text(book)
     sentences = split_sentences(book)
@@ -103,7 +107,7 @@ def test_quality_checks_reject_clipped_silent_quiet_noisy_and_misread(lj_clips, 
         "too short": np.zeros(3 * 16_000, np.float32),
         "too quiet": good * 0.002,
         "signal-to-noise": good + np.random.default_rng(0).normal(0, 0.04, len(good)).astype(np.float32),
-        "mostly silence": np.concatenate([np.zeros(12 * 16_000, np.float32), good[: 16_000]]),
+        "mostly silence": np.concatenate([np.zeros(12 * 16_000, np.float32), good[:16_000]]),
     }
     for reason, audio in cases.items():
         r = check_take(audio, utt.text)
@@ -180,12 +184,26 @@ def test_no_microphone_is_one_clear_line(tmp_path, capsys, no_microphone):
 # -- crash safety ---------------------------------------------------------------------------
 def test_sigkill_mid_session_loses_at_most_the_take_in_progress(tmp_path, lj_clips):
     gap = np.zeros(24_000, np.float32)
-    clips = [(u, a) for u, a in lj_clips if len(split_sentences(u.text)) == 1 and split_sentences(u.text)[0] == u.text][:6]
+    clips = [(u, a) for u, a in lj_clips if len(split_sentences(u.text)) == 1 and split_sentences(u.text)[0] == u.text][
+        :6
+    ]
     sf.write(tmp_path / "reading.flac", np.concatenate([gap] + [np.concatenate([a, gap]) for _, a in clips]), 16_000)
     (tmp_path / "prompts.txt").write_text("\n\n".join(u.text for u, _ in clips) + "\n")
     prof = tmp_path / "prof"
-    cmd = [sys.executable, "-m", "asr_app", "enroll", "--profile-dir", str(prof), "--input", str(tmp_path / "reading.flac"),
-           "--prompts", str(tmp_path / "prompts.txt"), "--no-tui", "--no-asr-check"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "asr_app",
+        "enroll",
+        "--profile-dir",
+        str(prof),
+        "--input",
+        str(tmp_path / "reading.flac"),
+        "--prompts",
+        str(tmp_path / "prompts.txt"),
+        "--no-tui",
+        "--no-asr-check",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd + ["--speed", "3"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = prof / "manifest.jsonl"
@@ -224,7 +242,9 @@ def test_misreading_check_ignores_number_formatting_and_brackets():
 
     wer, cer = reading_errors("fourteen sixty-nine, fourteen seventy;", "1469, 1470.")
     assert cer == 0.0  # the normalizer glues the spelled numbers; characters still agree
-    wer, cer = reading_errors("the first Bible (printed at Maintz) was dated", "The first Bible, printed at Maintz, was dated.")
+    wer, cer = reading_errors(
+        "the first Bible (printed at Maintz) was dated", "The first Bible, printed at Maintz, was dated."
+    )
     assert wer == 0.0  # bracketed words are compared, not deleted
     wer, cer = reading_errors("The cat sat on the mat today.", "A dog ran in the park yesterday.")
     assert wer > 0.4 and cer > 0.2
@@ -240,8 +260,9 @@ def test_prompts_coverage_command(capsys):
 
 def test_a_failed_enroll_leaves_no_empty_profile(tmp_path, monkeypatch, capsys, no_microphone):
     monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path))
-    assert main(["enroll", "--profile", "t3", "--input", str(tmp_path / "missing.wav"), "--no-tui",
-                 "--no-asr-check"]) == 1
+    assert (
+        main(["enroll", "--profile", "t3", "--input", str(tmp_path / "missing.wav"), "--no-tui", "--no-asr-check"]) == 1
+    )
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["enroll", "--profile", "t4", "--no-tui", "--no-asr-check"]) == 1  # no microphone
     capsys.readouterr()
@@ -251,8 +272,8 @@ def test_a_failed_enroll_leaves_no_empty_profile(tmp_path, monkeypatch, capsys, 
 
 
 def test_an_import_that_keeps_nothing_writes_no_profile(tmp_path, capsys):
-    from asr_app.enroll.importer import import_utterances
     from asr_app.datasets import Utterance
+    from asr_app.enroll.importer import import_utterances
 
     sf.write(tmp_path / "silence.wav", np.zeros(32_000, np.float32), 16_000)
     profile = Profile.create_or_open(tmp_path / "p", "me")
@@ -261,7 +282,7 @@ def test_an_import_that_keeps_nothing_writes_no_profile(tmp_path, capsys):
 
 
 def test_misread_verdict_gives_the_wer_once(lj_clips, transcriber):
-    (utt, good), (other, _) = lj_clips[2], lj_clips[5]
+    (_, good), (other, _) = lj_clips[2], lj_clips[5]
     summary = check_take(good, other.text, transcribe=lambda a: transcriber.transcribe_audio(a).text).summary()
     assert "misread" in summary and summary.count("WER") == 1, summary
 
@@ -274,7 +295,7 @@ def test_time_to_go_does_not_move_while_nothing_is_recorded(tmp_path, lj_clips):
     prompts = [Prompt(f"lj:{u.id}", u.text) for u, _ in lj_clips[:3]]
     session = EnrollSession(profile, prompts, None)
     gap = np.zeros(16_000, np.float32)
-    for u, audio in lj_clips[:2]:
+    for _, audio in lj_clips[:2]:
         for piece in np.array_split(np.concatenate([gap, audio, gap]), 40):
             session.insert_audio(piece)
     before = session.progress()

@@ -91,8 +91,9 @@ def test_record_rerecord_skip_quit_and_resume(tmp_path, clips, transcriber):
 
 
 def test_file_backed_source_records_every_sentence(tmp_path, clips):
-    from asr_app.tui.enroll_app import EnrollApp
     import soundfile as sf
+
+    from asr_app.tui.enroll_app import EnrollApp
 
     prompts = [p for p, _ in clips[:3]]
     path = tmp_path / "reading.flac"

@@ -45,15 +45,16 @@ def test_adapted_multilingual_model_decodes_in_its_recorded_language(base, tmp_p
     import copy
 
     from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.checkpoint import save_compressed
     from asr_app.compression.adaptwin.config import CompressionPlan
+    from asr_app.compression.adaptwin.method import ADAPTWIN
+    from asr_app.compression.checkpoint import save_compressed
     from asr_app.decoding import DecodingOptions, WindowDecoder
     from asr_app.models import language_of_block, load_model
 
     model = copy.deepcopy(base.model)
     plan = CompressionPlan.uniform(6, 8, 64, None)
     compress_encoder(model, plan)
-    folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "base", "language": "de"})
+    folder = save_compressed(model, tmp_path / "m", [ADAPTWIN.block(plan)], {"base_model": "base", "language": "de"})
     base.tokenizer.save_pretrained(str(folder))
     base.feature_extractor.save_pretrained(str(folder))
     adapted = load_model(str(folder))

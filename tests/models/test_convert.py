@@ -38,7 +38,9 @@ def test_fact_a_english_only_generation_config_has_no_language_maps(tiny):
 def test_fact_b_special_tokens_registered_so_timestamps_do_not_shift(tiny):
     tok, sp = tiny.tokenizer, tiny.special
     assert tok.all_special_ids[-1] + 1 == sp.timestamp_begin  # what the tokenizer uses for offsets
-    ids = [sp.sot, sp.timestamp_begin + 50] + tok.encode(" hello", add_special_tokens=False) + [sp.timestamp_begin + 100]
+    ids = (
+        [sp.sot, sp.timestamp_begin + 50] + tok.encode(" hello", add_special_tokens=False) + [sp.timestamp_begin + 100]
+    )
     offsets = tok.decode(ids, output_offsets=True)["offsets"]
     assert offsets[0]["timestamp"] == (1.0, 2.0)
 
@@ -90,8 +92,14 @@ def test_greedy_tokens_equal_ctranslate2_on_real_speech(tiny):
     assert len(files) >= 5
     for f in files:
         mel = log_mel_window(tiny.feature_extractor, load_audio(f))
-        ref = ct.generate(ctranslate2.StorageView.from_array(mel[None]), [[tiny.special.sot]], beam_size=1,
-                          suppress_blank=True, suppress_tokens=[-1], max_initial_timestamp_index=50)
+        ref = ct.generate(
+            ctranslate2.StorageView.from_array(mel[None]),
+            [[tiny.special.sot]],
+            beam_size=1,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            max_initial_timestamp_index=50,
+        )
         assert ours.decode(mel).tokens == ref[0].sequences_ids[0], f.name
 
 
@@ -143,8 +151,23 @@ def test_hub_id_without_network_fails_within_seconds(tmp_path):
     env.pop("HF_HUB_OFFLINE", None)
     require_data(JFK)
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "asr_app", "transcribe", "--model", "openai/whisper-tiny.en", str(JFK),
-                          "--output-dir", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asr_app",
+            "transcribe",
+            "--model",
+            "openai/whisper-tiny.en",
+            str(JFK),
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert time.monotonic() - t0 < 10
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "cannot be reached (no network?)" in out.stderr and "built-in model" in out.stderr
@@ -170,9 +193,24 @@ def test_hub_download_path_against_a_local_hub(tiny, tmp_path, monkeypatch):
     require_data(JFK)
     try:
         for run in range(2):
-            out = subprocess.run([sys.executable, "-m", "asr_app", "transcribe", "--model", "someone/whisper-tiny-en",
-                                  str(JFK), "--output-dir", str(tmp_path / f"o{run}"), "--quiet"],
-                                 capture_output=True, text=True, env=env, timeout=300)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "asr_app",
+                    "transcribe",
+                    "--model",
+                    "someone/whisper-tiny-en",
+                    str(JFK),
+                    "--output-dir",
+                    str(tmp_path / f"o{run}"),
+                    "--quiet",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+            )
             assert out.returncode == 0, out.stderr[-2000:]
             assert _words((tmp_path / f"o{run}" / "jfk.txt").read_text()) == JFK_TEXT
             if run == 0:

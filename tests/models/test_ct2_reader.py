@@ -16,8 +16,13 @@ def _string(s: str) -> bytes:
 
 def write_ct2(path, variables: dict, aliases: dict | None = None, version: int = 6, dtype_ids: dict | None = None):
     """Write a model.bin the way ctranslate2's ModelSpec._serialize does."""
-    ids = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 3,
-           np.dtype("float16"): 4}
+    ids = {
+        np.dtype("float32"): 0,
+        np.dtype("int8"): 1,
+        np.dtype("int16"): 2,
+        np.dtype("int32"): 3,
+        np.dtype("float16"): 4,
+    }
     out = struct.pack("<I", version) + _string("WhisperSpec") + struct.pack("<I", 3)
     out += struct.pack("<I", len(variables))
     for name, arr in variables.items():

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import JFK, LJSPEECH, TEST_CLEAN, TRAIN_CLEAN_5, require_data
 
 
@@ -21,16 +20,19 @@ def _run_op(op_type: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from asr_app.kernels.ops import DOMAIN
-    from asr_app.onnx_export import make_model
+    from asr_app.kernels import DOMAIN
+    from asr_app.onnx import make_model
 
     names = list(inputs)
     node = helper.make_node(op_type, names, ["y"], domain=DOMAIN)
     types = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int8): TensorProto.INT8}
     rank = len(next(iter(inputs.values())).shape)  # every op's output has its first input's rank
-    graph = helper.make_graph([node], "one_op", [helper.make_tensor_value_info(n, types[v.dtype], list(v.shape))
-                                                 for n, v in inputs.items()],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(rank)])])
+    graph = helper.make_graph(
+        [node],
+        "one_op",
+        [helper.make_tensor_value_info(n, types[v.dtype], list(v.shape)) for n, v in inputs.items()],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(rank)])],
+    )
     sess = ort.InferenceSession(make_model(graph).SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, inputs)[0]
 
@@ -40,7 +42,7 @@ def _rel(a, b) -> float:
 
 
 def test_quantize_columns_is_symmetric_per_output_column():
-    from asr_app.onnx_export import quantize_columns
+    from asr_app.onnx import quantize_columns
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((64, 10)).astype(np.float32) * np.arange(1, 11, dtype=np.float32)  # columns differ in scale
@@ -53,7 +55,7 @@ def test_quantize_columns_is_symmetric_per_output_column():
 
 def test_low_rank_linear_ops_match_the_module():
     from asr_app.compression.adaptwin.layer import LowRankLinear
-    from asr_app.onnx_export import quantize_columns
+    from asr_app.onnx import quantize_columns
 
     torch.manual_seed(0)
     m = LowRankLinear(96, 200, 24)
@@ -61,16 +63,22 @@ def test_low_rank_linear_ops_match_the_module():
         m.up.bias.normal_()
     x = torch.randn(2, 7, 96)
     want = m(x).detach().numpy()
-    down, up, bias = m.down.weight.detach().numpy().T.copy(), m.up.weight.detach().numpy().T.copy(), m.up.bias.detach().numpy()
+    down, up, bias = (
+        m.down.weight.detach().numpy().T.copy(),
+        m.up.weight.detach().numpy().T.copy(),
+        m.up.bias.detach().numpy(),
+    )
     got = _run_op("LowRankLinear", {"X": x.numpy(), "Down": down, "Up": up, "Bias": bias})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     (dq, ds), (uq, us) = quantize_columns(down), quantize_columns(up)
-    got8 = _run_op("LowRankLinearInt8", {"X": x.numpy(), "Down": dq, "DownScale": ds, "Up": uq, "UpScale": us, "Bias": bias})
+    got8 = _run_op(
+        "LowRankLinearInt8", {"X": x.numpy(), "Down": dq, "DownScale": ds, "Up": uq, "UpScale": us, "Bias": bias}
+    )
     assert _rel(got8, want) < 0.03
 
 
 def test_int8_matmul_op_is_close_to_float():
-    from asr_app.onnx_export import quantize_columns
+    from asr_app.onnx import quantize_columns
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 5, 64)).astype(np.float32)
@@ -91,7 +99,8 @@ def test_block_attention_op_matches_softmax_attention():
 
 def test_twin_attention_ops_match_the_module_with_unequal_ranks(tiny):
     from asr_app.compression.adaptwin.layer import TwinSelfAttention
-    from asr_app.onnx_export import quantize_columns, twin_weights
+    from asr_app.compression.adaptwin.onnx import twin_weights
+    from asr_app.onnx import quantize_columns
 
     attn = tiny.model.model.encoder.layers[1].self_attn
     twin = TwinSelfAttention.from_attention(attn, [64, 40, 12, 64, 3, 30], [5, 64, 33, 20, 64, 1]).eval()
@@ -103,8 +112,22 @@ def test_twin_attention_ops_match_the_module_with_unequal_ranks(tiny):
     got = _run_op("TwinAttention", {"X": x.numpy(), "Wq": wq, "Bq": bq, "Wk": wk, "Wv": wv, "Wo": wo, "Bo": bo})
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     (q8, sq), (k8, sk), (v8, sv), (o8, so) = (quantize_columns(w) for w in (wq, wk, wv, wo))
-    got8 = _run_op("TwinAttentionInt8", {"X": x.numpy(), "Wq": q8, "Sq": sq, "Bq": bq, "Wk": k8, "Sk": sk,
-                                         "Wv": v8, "Sv": sv, "Wo": o8, "So": so, "Bo": bo})
+    got8 = _run_op(
+        "TwinAttentionInt8",
+        {
+            "X": x.numpy(),
+            "Wq": q8,
+            "Sq": sq,
+            "Bq": bq,
+            "Wk": k8,
+            "Sk": sk,
+            "Wv": v8,
+            "Sv": sv,
+            "Wo": o8,
+            "So": so,
+            "Bo": bo,
+        },
+    )
     assert _rel(got8, want) < 0.05
 
 
@@ -123,8 +146,7 @@ def _mels(bundle, paths):
 @pytest.fixture(scope="module")
 def exported(tiny, tmp_path_factory):
     """tiny.en exported unquantized and int8."""
-    from asr_app.onnx_backend import load_onnx_model
-    from asr_app.onnx_export import export_model
+    from asr_app.onnx import export_model, load_onnx_model
 
     root = tmp_path_factory.mktemp("onnx")
     return {q: load_onnx_model(export_model(tiny, root / q, q), threads=2) for q in ("none", "int8")}
@@ -133,7 +155,7 @@ def exported(tiny, tmp_path_factory):
 def test_export_folder_has_graphs_tokenizer_and_config(exported):
     import onnx
 
-    from asr_app.kernels.ops import DOMAIN
+    from asr_app.kernels import DOMAIN
 
     folder = Path(exported["int8"].path)
     cfg = json.loads((folder / "config.json").read_text())
@@ -192,19 +214,25 @@ def test_compressed_model_exports_as_own_ops_and_decodes_like_torch(tiny, tmp_pa
     import onnx
 
     from asr_app.compression.adaptwin.apply import compress_decoder_attention, compress_decoder_ffn, compress_encoder
-    from asr_app.compression.adaptwin.checkpoint import save_compressed
     from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
-    from asr_app.kernels.ops import DOMAIN
+    from asr_app.compression.adaptwin.method import ADAPTWIN
+    from asr_app.compression.checkpoint import save_compressed
+    from asr_app.kernels import DOMAIN
     from asr_app.models import load_model, onnx_model_dir
 
     model = copy.deepcopy(tiny.model)
     qk, vo = [64, 60, 56, 64, 48, 62], [64, 50, 64, 60, 64, 56]
-    plan = CompressionPlan({i: LayerPlan(qk, vo, 320, 320) for i in range(4)}, False, "joint",
-                           decoder={i: LayerPlan(fc1=320, fc2=300) for i in range(4)}, decoder_attention=56)
+    plan = CompressionPlan(
+        {i: LayerPlan(qk, vo, 320, 320) for i in range(4)},
+        False,
+        "joint",
+        decoder={i: LayerPlan(fc1=320, fc2=300) for i in range(4)},
+        decoder_attention=56,
+    )
     compress_encoder(model, plan)
     compress_decoder_ffn(model, plan)
     compress_decoder_attention(model, plan)
-    folder = save_compressed(model, tmp_path / "m", plan, {"base_model": "tiny.en", "language": "en"})
+    folder = save_compressed(model, tmp_path / "m", [ADAPTWIN.block(plan)], {"base_model": "tiny.en", "language": "en"})
     tiny.tokenizer.save_pretrained(str(folder))
     tiny.feature_extractor.save_pretrained(str(folder))
     torch_bundle = load_model(str(folder))
@@ -229,8 +257,12 @@ def test_onnx_backend_runs_without_torch(exported, tmp_path):
     from asr_app.models import onnx_model_dir
 
     onnx_model_dir("tiny.en", "int8")  # the default model's export, as after its first use
-    runs = [["--model", str(exported["int8"].path), "--no-vad"], ["--model", str(exported["int8"].path)], [],
-            ["--live", "--no-tui", "--speed", "0", "--save-dir", str(tmp_path / "live"), "--input"]]
+    runs = [
+        ["--model", str(exported["int8"].path), "--no-vad"],
+        ["--model", str(exported["int8"].path)],
+        [],
+        ["--live", "--no-tui", "--speed", "0", "--save-dir", str(tmp_path / "live"), "--input"],
+    ]
     for i, extra in enumerate(runs):
         code = f"""
 import sys
@@ -246,7 +278,7 @@ sys.exit(rc)
 """
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, (extra, out.stderr[-2000:])
-        text = ((tmp_path / "live" / "transcript.txt") if "--live" in extra else (tmp_path / str(i) / "jfk.txt"))
+        text = (tmp_path / "live" / "transcript.txt") if "--live" in extra else (tmp_path / str(i) / "jfk.txt")
         assert "ask not what your country can do for you" in text.read_text().lower().replace(",", ""), extra
 
 
@@ -254,7 +286,7 @@ def test_bad_export_folders_give_clear_errors(exported, tmp_path):
     import shutil
 
     from asr_app.errors import ModelError
-    from asr_app.onnx_backend import load_onnx_model
+    from asr_app.onnx import load_onnx_model
 
     with pytest.raises(ModelError, match="asr-app export"):
         load_onnx_model(tmp_path)
@@ -276,7 +308,9 @@ def test_cli_export_then_transcribe_with_the_folder(cache_root, tmp_path):
     out = tmp_path / "tiny-int8"
     assert main(["export", "--model", "tiny.en", "--quantize", "int8", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["quantize"] == "int8"
-    assert main(["transcribe", "--model", str(out), "--no-vad", "--quiet", str(JFK), "--output-dir", str(tmp_path)]) == 0
+    assert (
+        main(["transcribe", "--model", str(out), "--no-vad", "--quiet", str(JFK), "--output-dir", str(tmp_path)]) == 0
+    )
     assert "your country" in (tmp_path / "jfk.txt").read_text().lower()
     with pytest.raises(SystemExit):  # argparse rejects an unknown quantization
         main(["export", "--model", "tiny.en", "--quantize", "int4"])
@@ -284,8 +318,7 @@ def test_cli_export_then_transcribe_with_the_folder(cache_root, tmp_path):
 
 def test_fp16_export_decodes_like_torch_on_cpu(tiny, tmp_path):
     """float16 weights and compute (the GPU format) still decode JFK as float32 torch does."""
-    from asr_app.onnx_backend import load_onnx_model
-    from asr_app.onnx_export import export_model
+    from asr_app.onnx import export_model, load_onnx_model
 
     bundle = load_onnx_model(export_model(tiny, tmp_path / "fp16", "fp16"), threads=2)
     mel = _mels(tiny, [JFK])[0]
@@ -299,8 +332,7 @@ def test_fp16_on_cuda_decodes_like_torch(tiny, tmp_path):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDA provider here (CPU build or no GPU)")
     from asr_app.errors import ModelError
-    from asr_app.onnx_backend import load_onnx_model
-    from asr_app.onnx_export import export_model
+    from asr_app.onnx import export_model, load_onnx_model
 
     try:
         bundle = load_onnx_model(export_model(tiny, tmp_path / "fp16", "fp16"), device="cuda")
@@ -328,7 +360,7 @@ def test_live_streaming_runs_on_the_onnx_backend(exported):
 
 
 def test_export_never_replaces_a_folder_that_is_not_an_export(tiny, tmp_path):
-    from asr_app.onnx_export import ExportError, export_model
+    from asr_app.onnx import ExportError, export_model
 
     mine = tmp_path / "notes"
     mine.mkdir()

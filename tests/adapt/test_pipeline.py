@@ -1,0 +1,180 @@
+"""The adaptation pipeline with a test-only compression method on a synthetic Whisper: the
+method's stages run, a resumed run skips the finished ones, save and load round-trip, and
+the ONNX export writes the method's layer with the method's emitter."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from asr_app.compression.interface import Stage
+
+
+class ScaledLinear(nn.Module):
+    """A linear layer followed by a fixed scale: the test method's own layer type."""
+
+    def __init__(self, inner: nn.Linear, scale: float):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, x):
+        return self.inner(x) * self.scale
+
+
+def emit_scaled_linear(g, module: ScaledLinear, x: str, hint: str) -> str:
+    EMITTED.append(hint)
+    s = float(module.scale)
+    w = module.inner.weight.detach().numpy() * s
+    b = module.inner.bias.detach().numpy() * s
+    return g.linear(x, w, b, hint)
+
+
+EMITTED: list[str] = []
+RUNS: list[str] = []
+
+
+@dataclass(frozen=True)
+class ScaleOptions:
+    method = "scale_test"
+    scale: float = 0.5
+
+    needs_activation_stats = False
+    compresses_decoder = False
+
+    def run_name(self) -> str:
+        return f"-scale{self.scale:g}"
+
+
+def _wrap(model, scale):
+    for layer in model.model.encoder.layers:
+        if not isinstance(layer.fc1, ScaledLinear):
+            layer.fc1 = ScaledLinear(layer.fc1, scale)
+
+
+class ScaleMethod:
+    """Wraps every encoder fc1 in a ScaledLinear."""
+
+    name = "scale_test"
+    version = 1
+    config_class = dict
+    options_class = ScaleOptions
+
+    def stages(self, options):
+        def scale(ctx):
+            import copy
+
+            RUNS.append("scale")
+            ctx.model = copy.deepcopy(ctx.teacher)
+            _wrap(ctx.model, options.scale)
+            ctx.blocks.append({"method": self.name, "version": self.version, "scale": options.scale})
+            return {"wall_s": 0.0}
+
+        return [Stage("scale", scale)]
+
+    def build_structure(self, model, block):
+        _wrap(model, block["scale"])
+
+    def onnx_emitters(self):
+        return {ScaledLinear: emit_scaled_linear}
+
+
+@pytest.fixture
+def scale_method():
+    from asr_app.compression import methods
+
+    methods.register(ScaleMethod())
+    yield
+    methods.METHODS.pop("scale_test", None)
+
+
+def _noise_profile(tmp_path, n=11):
+    from asr_app.enroll.profile import Profile
+
+    rng = np.random.default_rng(0)
+    profile = Profile.create_or_open(tmp_path / "spk", speaker="test")
+    for i in range(n):
+        profile.add_take(
+            (0.05 * rng.standard_normal(16000 * 2)).astype(np.float32), "hello there", f"p{i}", 1, source="import"
+        )
+    return profile
+
+
+def test_a_registered_method_runs_resumes_saves_loads_and_exports(
+    synthetic_whisper, scale_method, tmp_path, monkeypatch
+):
+    from asr_app.adapt import Adapter, AdaptOptions, run_adapt
+    from asr_app.compression.checkpoint import compression_block
+    from asr_app.models import load_model
+
+    monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path / "data"))
+    RUNS.clear()
+    EMITTED.clear()
+    profile = _noise_profile(tmp_path)
+    opts = AdaptOptions(
+        base=str(synthetic_whisper),
+        methods=(ScaleOptions(0.5),),
+        stages=("layerwise",),
+        layerwise_epochs=0.5,
+        batch_size=2,
+        lora_rank=2,
+        control=False,
+        speed_perturb=(),
+        threads=2,
+    )
+    assert Adapter(profile, opts).stage_names() == [
+        "data",
+        "calibrate",
+        "scale_test.scale",
+        "layerwise",
+        "finetune",
+        "save",
+        "control",
+        "evaluate",
+        "report",
+    ]
+
+    def interrupt(kind, payload):
+        if kind == "stage" and payload == "save":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_adapt(profile, opts, interrupt)
+    assert RUNS == ["scale"]
+    stages = []
+    report = run_adapt(profile, opts, lambda kind, payload: stages.append(payload) if kind == "stage" else None)
+    assert RUNS == ["scale"]  # the finished method stage was not run again
+    assert "scale_test.scale" in stages and "layerwise" in stages
+    assert report.methods == [{"method": "scale_test", "version": 1, "scale": 0.5}]
+    folder = report.model_dir
+    assert compression_block(folder)["methods"] == report.methods
+
+    reloaded = load_model(folder)
+    assert all(
+        isinstance(layer.fc1, ScaledLinear) and float(layer.fc1.scale) == 0.5
+        for layer in reloaded.model.model.encoder.layers
+    )
+    from safetensors.torch import load_file
+
+    trained = load_file(str(profile.path / "adapt" / opts.run_name() / "layerwise.safetensors"))
+    state = reloaded.model.state_dict()
+    assert set(trained) <= set(state) and all(torch.equal(state[k], v) for k, v in trained.items())
+
+    import onnxruntime as ort
+
+    onnx = load_model(folder, backend="onnx", quantize="none")
+    assert onnx.backend == "onnx" and len(EMITTED) == 2 and all(h.endswith("fc1") for h in EMITTED), EMITTED
+    export = Path(onnx.path)
+    assert json.loads((export / "config.json").read_text())["compression"]["methods"] == report.methods
+    mel = torch.randn(1, 80, 3000)
+    session = ort.InferenceSession(str(export / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: mel.numpy()})[0]
+    with torch.no_grad():
+        want = reloaded.model.model.encoder(mel).last_hidden_state.numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
