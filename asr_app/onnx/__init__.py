@@ -17,14 +17,13 @@ from asr_app.onnx.export import (
     OPSET,
     QUANTIZE_CHOICES,
     ExportError,
-    GraphBuilder,
     build_decoder,
     build_encoder,
     decoder_head_dim,
     export_model,
     make_model,
-    quantize_columns,
 )
+from asr_app.onnx.graph import GraphBuilder, quantize_columns
 from asr_app.onnx.runtime import (
     NumpyLogMel,
     OnnxRunner,

@@ -4,7 +4,7 @@ An emitter is a plain function
 
     emit(g, module, x, hint) -> str
 
-g: the `asr_app.onnx.export.GraphBuilder` of the graph being written; module: the layer;
+g: the `asr_app.onnx.graph.GraphBuilder` of the graph being written; module: the layer;
 x: the name of its input tensor in the graph, (batch, positions, d_model) float; hint: a
 prefix for the names of its weights ("enc.3.attn"; `GraphBuilder.int8` reads it); it adds
 the layer's nodes and initializers to g and returns the name of its output tensor.
