@@ -329,8 +329,8 @@ class Adapter:
             "params": ctx.report.params,
             "created": time.time(),
         }
-        if (first := opts.methods[0] if opts.methods else None) is not None and hasattr(first, "target_ratio"):
-            meta["target_ratio"] = first.target_ratio
+        if opts.methods and hasattr(opts.methods[0], "target_ratio"):
+            meta["target_ratio"] = opts.methods[0].target_ratio
         save_compressed(ctx.model, folder, ctx.blocks, meta)
         ctx.bundle.tokenizer.save_pretrained(str(folder))
         ctx.bundle.feature_extractor.save_pretrained(str(folder))

@@ -55,11 +55,11 @@ class RunState:
 
     def done(self, stage: str) -> dict | None:
         """The result of a finished stage, or None."""
-        return self.data["stages"].get(RENAMED_STAGES.get(stage, stage))
+        return self.data["stages"].get(stage)
 
     def finish(self, stage: str, result: dict) -> None:
         """Record `stage` as finished with `result` (saved at once)."""
-        self.data["stages"][RENAMED_STAGES.get(stage, stage)] = result
+        self.data["stages"][stage] = result
         self.save()
 
     def save(self) -> None:

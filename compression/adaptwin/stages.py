@@ -58,14 +58,14 @@ def factor_stage(ctx, opts: AdaptwinOptions) -> dict:
             plan.decoder = decoder_ffn_plan(model, opts.decoder_keep)
         if opts.decoder_attention_rank is not None:
             plan.decoder_attention = opts.decoder_attention_rank
-    counts = compress_encoder(model, plan, ctx.stats)
+    compress_encoder(model, plan, ctx.stats)
     if plan.decoder or plan.decoder_attention is not None:
         attention = plan.decoder_attention is not None
         decoder_stats = ctx.decoder_stats(attention) if plan.data_aware else None
         if plan.decoder:
-            counts["after"] = compress_decoder_ffn(model, plan, decoder_stats)["after"]
+            compress_decoder_ffn(model, plan, decoder_stats)
         if attention:
-            counts["after"] = compress_decoder_attention(model, plan, decoder_stats)["after"]
+            compress_decoder_attention(model, plan, decoder_stats)
     model.to(ctx.device)
     for p in model.parameters():
         p.requires_grad_(False)
