@@ -134,12 +134,18 @@ def replay(
     return rep
 
 
-def replay_fixed(stream: StreamingTranscriber, audio: np.ndarray, chunk_samples: int = 512) -> str:
-    """Feed `audio` in fixed chunks, processing after each (the live path at --speed 0);
-    returns the committed text after `finish()`. No clock: the result is deterministic."""
+def feed_fixed(stream: StreamingTranscriber, audio: np.ndarray, chunk_samples: int = 512) -> None:
+    """Feed (samples,) float32 16 kHz `audio` in chunks of `chunk_samples` (the last one may
+    be shorter), processing after each, as the live path does at --speed 0. No clock: the
+    stream's state afterwards depends only on what it was fed."""
     for i in range(0, len(audio), chunk_samples):
         stream.insert_audio(audio[i : i + chunk_samples])
         stream.process()
+
+
+def replay_fixed(stream: StreamingTranscriber, audio: np.ndarray, chunk_samples: int = 512) -> str:
+    """`feed_fixed` then `finish()`; returns the committed text. Deterministic."""
+    feed_fixed(stream, audio, chunk_samples)
     stream.finish()
     return stream.committed_text
 
