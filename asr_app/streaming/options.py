@@ -10,7 +10,6 @@ from asr_app.audio import SAMPLE_RATE_HZ
 from asr_app.decoding import DecodingOptions
 
 MIN_DECODE_SAMPLES = SAMPLE_RATE_HZ // 10  # 0.1 s
-PHRASE_END_PAD_SAMPLES = SAMPLE_RATE_HZ // 5  # 0.2 s kept after a phrase's last speech frame
 LEAD_IN_SAMPLES = SAMPLE_RATE_HZ // 2  # 0.5 s of silence kept before the next speech
 UNCOVERED_S = 1.0  # audio after Whisper's last closed segment that is decoded again if it holds speech
 CONTEXT_GAP_S = 2.0  # a pause longer than this between phrases drops the context
@@ -26,6 +25,10 @@ class StreamingOptions:
     Attributes:
         min_chunk_s: new audio needed before another decode of the buffer, seconds.
         phrase_end_silence_ms: silence after speech that ends a phrase (commit everything).
+        phrase_end_pad_ms: audio kept after a phrase's last VAD speech frame when it is
+            finalized (silero-vad's speech probability falls before a word's last sound
+            fades: a short pad turns "peas" into "peace"); no more than
+            `phrase_end_silence_ms` is kept, so it never reaches into the next phrase.
         max_buffer_s: finalize the buffer at a pause once it is longer than this, seconds
             (must stay under Whisper's 30 s window).
         cut_search_s: how far back from the buffer's end that pause is looked for, seconds.
@@ -47,6 +50,7 @@ class StreamingOptions:
 
     min_chunk_s: float = 2.0
     phrase_end_silence_ms: int = 400
+    phrase_end_pad_ms: int = 400
     max_buffer_s: float = 20.0
     cut_search_s: float = 5.0
     local_agreement_n: int = 3
@@ -68,6 +72,8 @@ class StreamingOptions:
             raise ValueError(f"local_agreement_n must be in [2, 5], got {self.local_agreement_n}")
         if self.phrase_end_silence_ms < 100:
             raise ValueError(f"phrase_end_silence_ms must be >= 100, got {self.phrase_end_silence_ms}")
+        if self.phrase_end_pad_ms < 0:
+            raise ValueError(f"phrase_end_pad_ms must be >= 0, got {self.phrase_end_pad_ms}")
         if not 0.16 <= self.vad_threshold < 1:
             raise ValueError(f"vad_threshold must be in [0.16, 1), got {self.vad_threshold}")
 
@@ -83,7 +89,8 @@ class StreamUpdate:
         audio_end_s: audio time the update accounts for, seconds.
         phrase_ended: this update closed a phrase (everything so far is committed).
         decoded: whether the model ran.
-        phrase_end_s: with phrase_ended, where the phrase's speech ended in the audio.
+        phrase_end_s: with phrase_ended, where the phrase's speech ended in the audio (the
+            end of its last VAD speech frame; the span finalized goes on for the pad), seconds.
     """
 
     committed: str

@@ -17,7 +17,6 @@ from asr_app.streaming.options import (
     MIN_DECODE_SAMPLES,
     MIN_SPLIT_SPEECH_S,
     MIN_WORDS_PER_SPEECH_S,
-    PHRASE_END_PAD_SAMPLES,
     UNCOVERED_S,
     StreamingOptions,
     StreamUpdate,
@@ -43,6 +42,8 @@ class StreamingTranscriber:
         self.vad = SileroVad()  # its own stream state
         self._exit_threshold = max(options.vad_threshold - 0.15, 0.01)
         self._silence_samples = int(options.phrase_end_silence_ms / 1000 * SAMPLE_RATE_HZ)
+        pad_ms = min(options.phrase_end_pad_ms, options.phrase_end_silence_ms)
+        self._pad_samples = int(pad_ms / 1000 * SAMPLE_RATE_HZ)
         self.committed_words: list[str] = []
         self.committed_ends_s: list[float] = []  # approximate audio end time of each committed word
         self._buffer = np.zeros(0, np.float32)
@@ -74,8 +75,8 @@ class StreamingTranscriber:
                 self._last_speech_end = frame_end
                 self._in_phrase = True
             elif self._in_phrase and frame_end - self._last_speech_end >= self._silence_samples:
-                # a phrase ended: remember where (with a little padding), finalize it later
-                self._phrase_ends.append(self._last_speech_end + PHRASE_END_PAD_SAMPLES)
+                # a phrase ended: remember where (with the pad), finalize it later
+                self._phrase_ends.append(self._last_speech_end + self._pad_samples)
                 self._in_phrase = False
 
     @property
@@ -267,10 +268,16 @@ class StreamingTranscriber:
         return StreamUpdate(committed, " ".join(self._tentative), self.audio_s, decoded=True)
 
     def _end_phrase(self, end: int) -> StreamUpdate:
-        """Finalize the buffer up to sample index `end` (a phrase end): commit all of it."""
+        """Finalize the buffer up to sample index `end` (a phrase's speech end plus the pad):
+        commit all of it."""
         committed = self._finalize(end)
         return StreamUpdate(
-            committed, "", self.audio_s, phrase_ended=True, decoded=True, phrase_end_s=end / SAMPLE_RATE_HZ
+            committed,
+            "",
+            self.audio_s,
+            phrase_ended=True,
+            decoded=True,
+            phrase_end_s=(end - self._pad_samples) / SAMPLE_RATE_HZ,
         )
 
     def _quietest(self, start: int, end: int) -> int:
