@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -83,8 +84,8 @@ class RunningWer:
         reference_words, hypothesis_words: normalized words.
     """
 
-    reference_words: list = None
-    hypothesis_words: list = None
+    reference_words: list = dataclasses.field(default_factory=list)
+    hypothesis_words: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.reference_words = self.reference_words or []

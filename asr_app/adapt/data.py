@@ -89,7 +89,10 @@ def pack_windows(
     def ts(t_s: float) -> int:
         return min(sp.timestamp_begin + int(round(t_s / SECONDS_PER_TOKEN)), max_ts)
 
-    windows, audio, tokens, offset = [], [], [], 0.0
+    windows: list[Window] = []
+    audio: list[np.ndarray] = []
+    tokens: list[int] = []
+    offset = 0.0
     capacity = [rng.uniform(0, WINDOW_FILL_S) if rng else WINDOW_FILL_S]
 
     def flush():
@@ -145,7 +148,7 @@ def batches(windows: list[Window], batch_size: int, rng: random.Random, with_lab
 
     order = list(range(len(windows)))
     rng.shuffle(order)
-    out = []
+    out: list = []  # mel tensors, or (mel, labels) pairs
     for i in range(0, len(order), batch_size):
         chunk = [windows[j] for j in order[i : i + batch_size]]
         mel = torch.from_numpy(np.stack([w.mel for w in chunk]))

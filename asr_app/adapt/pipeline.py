@@ -26,8 +26,9 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from asr_app.adapt.data import PROFILE_LANGUAGE, evenly, pack_windows
+from asr_app.adapt.data import PROFILE_LANGUAGE, Window, evenly, pack_windows
 from asr_app.adapt.options import AdaptError, AdaptOptions
 from asr_app.adapt.report import AdaptReport
 from asr_app.adapt.state import RunState, save_model_state, save_tensors
@@ -54,10 +55,16 @@ class Context:
         self.event = on_event
         self.device = options.device
         self.report = AdaptReport(profile=str(profile.path), options=options.to_flat())
-        self.bundle = self.teacher = self.model = None
+        self.bundle: Any = None  # WhisperBundle
+        self.teacher: Any = None  # WhisperForConditionalGeneration
+        self.model: Any = None
         self.blocks: list[dict] = []
-        self.speaker, self.replay, self.perturbed, self.data = [], [], [], {}
-        self.stats = self.gains = None
+        self.speaker: list[Window] = []
+        self.replay: list[Window] = []
+        self.perturbed: list[Window] = []
+        self.data: dict = {}
+        self.stats: Any = None  # ActivationStats
+        self.gains: Any = None  # list of per-layer sensitivities
         self.model_dir: Path | None = None
         self._budget_end = time.monotonic() + 60 * (options.time_budget_min or 0)
 
@@ -158,9 +165,9 @@ class Adapter:
             ctx.model = copy.deepcopy(ctx.teacher)
         from asr_app.adapt.recovery import train_stage
 
-        for stage in ("layerwise", "finetune"):
-            if stage in opts.stages:
-                ctx.model = train_stage(ctx, stage, ctx.model)
+        for name in ("layerwise", "finetune"):
+            if name in opts.stages:
+                ctx.model = train_stage(ctx, name, ctx.model)
         self._save()
         control = train_stage(ctx, "control", copy.deepcopy(ctx.teacher)) if opts.control else None
         ctx.report.stages["adapt_total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
@@ -356,6 +363,7 @@ class Adapter:
         ctx.event("stage", "report")
         text = json.dumps(ctx.report.to_dict(), indent=2)
         atomic_write_text(self.folder / "report.json", text)
+        assert ctx.model_dir is not None, "the save stage runs before the report"
         atomic_write_text(ctx.model_dir / "report.json", text)
 
 

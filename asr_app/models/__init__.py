@@ -120,7 +120,7 @@ def onnx_model_dir(
             return final
     else:
         for folder in (beside, cached):  # reuse without importing torch
-            if current(folder):
+            if folder is not None and current(folder):
                 return folder
         from asr_app.compression.checkpoint import is_compressed_dir
 

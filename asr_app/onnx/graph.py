@@ -37,7 +37,9 @@ class GraphBuilder:
     def __init__(self, quantize: str, keep_float: tuple[str, ...] = ()):
         from onnx import TensorProto
 
-        self.nodes, self.inits, self.quantize, self._n = [], [], quantize, 0
+        self.nodes: list = []  # onnx NodeProtos
+        self.inits: list = []  # onnx TensorProtos
+        self.quantize, self._n = quantize, 0
         self.keep_float = keep_float
         self.float_type = TensorProto.FLOAT16 if quantize == "fp16" else TensorProto.FLOAT
         self.float_np = np.float16 if quantize == "fp16" else np.float32

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -164,8 +164,8 @@ class OnnxWhisperBundle:
     tokenizer: OnnxTokenizer
     feature_extractor: NumpyLogMel
     special: SpecialTokens
-    encoder: object
-    decoder: object
+    encoder: Any
+    decoder: Any
     config: dict
     backend: str = "onnx"
 

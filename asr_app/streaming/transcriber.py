@@ -74,7 +74,11 @@ class StreamingTranscriber:
             if prob >= self.options.vad_threshold or (self._in_phrase and prob >= self._exit_threshold):
                 self._last_speech_end = frame_end
                 self._in_phrase = True
-            elif self._in_phrase and frame_end - self._last_speech_end >= self._silence_samples:
+            elif (
+                self._in_phrase
+                and self._last_speech_end is not None
+                and frame_end - self._last_speech_end >= self._silence_samples
+            ):
                 # a phrase ended: remember where (with the pad), finalize it later
                 self._phrase_ends.append(self._last_speech_end + self._pad_samples)
                 self._in_phrase = False
@@ -230,7 +234,7 @@ class StreamingTranscriber:
         ts = self.bundle.special.timestamp_begin
         tok = self.bundle.tokenizer
         segments: list[_Segment] = []
-        start, text = 0.0, []
+        start, text = 0.0, []  # type: float, list[int]
         for t in tokens + [None]:
             if t is None or t >= ts:
                 when = (t - ts) * SECONDS_PER_TOKEN if t is not None else None
