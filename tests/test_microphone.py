@@ -79,6 +79,25 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
+def _sigint_default() -> None:
+    """Run in the child before exec: a shell's background job (`cmd &` without job control)
+    starts with SIGINT ignored, and a Python started so never turns the test's SIGINT into
+    KeyboardInterrupt; the command under test must see it as a user's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _asr_app(*args: str) -> subprocess.Popen:
+    """`python -m asr_app ARGS` with its stdout and stderr piped, Ctrl-C deliverable."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "asr_app", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        preexec_fn=_sigint_default,
+    )
+
+
 def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 300.0) -> list[str]:
     """Collect the process's stderr lines (in a thread) until one contains `text`; the list
     keeps growing until the process ends."""
@@ -93,20 +112,14 @@ def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 300.0) 
 
 def test_live_no_tui_transcribes_what_the_microphone_hears(virtual_microphone, tiny_onnx, tmp_path):
     require_data(JFK)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "asr_app", "transcribe", "--live", "--no-tui", "--save-dir", str(tmp_path / "s")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
+    proc = _asr_app("transcribe", "--live", "--no-tui", "--save-dir", str(tmp_path / "s"))
     err_lines = _wait_for_line(proc, "listening")  # the model is loaded and the microphone open
     player = _play(JFK, delay_s=0.5)
     player.wait(timeout=60)
     time.sleep(3.0)
     proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)  # its output is a few lines: the pipe cannot fill before it ends
     out = proc.stdout.read()
-    proc.wait(timeout=60)
     time.sleep(0.2)
     err = "".join(err_lines)
     assert proc.returncode == 0, err[-2000:]
@@ -127,23 +140,14 @@ def test_enroll_records_takes_from_the_microphone(virtual_microphone, tmp_path):
     )
     (tmp_path / "prompts.txt").write_text("\n\n".join(u.text for u in utts) + "\n")
     profile = tmp_path / "prof"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "asr_app",
-            "enroll",
-            "--profile-dir",
-            str(profile),
-            "--no-tui",
-            "--no-asr-check",
-            "--prompts",
-            str(tmp_path / "prompts.txt"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
+    proc = _asr_app(
+        "enroll",
+        "--profile-dir",
+        str(profile),
+        "--no-tui",
+        "--no-asr-check",
+        "--prompts",
+        str(tmp_path / "prompts.txt"),
     )
     player = _play(tmp_path / "reading.wav", delay_s=3.0)
     player.wait(timeout=120)
