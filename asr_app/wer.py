@@ -87,10 +87,6 @@ class RunningWer:
     reference_words: list = dataclasses.field(default_factory=list)
     hypothesis_words: list = dataclasses.field(default_factory=list)
 
-    def __post_init__(self):
-        self.reference_words = self.reference_words or []
-        self.hypothesis_words = self.hypothesis_words or []
-
     def add_reference(self, text: str) -> None:
         self.reference_words += normalize(text).split()
 

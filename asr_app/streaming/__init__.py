@@ -13,8 +13,8 @@ Policy (whisper_streaming's LocalAgreement-n, Macháček et al. 2023, plus VAD g
   committed from this buffer) are committed; the rest is shown as tentative.
 - silero-vad runs on every 32 ms frame as audio arrives. Silence never triggers a decode.
   Where speech is followed by `phrase_end_silence_ms` of silence a phrase ends: the buffer
-  up to `phrase_end_pad_ms` after its last speech frame is finalized (decoded once more with temperature fallback, everything
-  committed) and cut there. Phrase ends are found as audio arrives, so a lagging processor
+  up to `phrase_end_pad_ms` after its last speech frame is finalized (decoded once more
+  with temperature fallback, everything committed) and cut there. Phrase ends are found as audio arrives, so a lagging processor
   still finalizes phrase by phrase.
 - A buffer that grows past `max_buffer_s` without a phrase end is finalized up to its
   quietest 32 ms frame (by the VAD) within the last `cut_search_s`, so work per update
