@@ -17,6 +17,16 @@ LJSPEECH = DATA / "ljspeech"
 ASSETS = REPO / "assets"
 
 
+def _test_threads() -> int:
+    """CPU threads for each model the tests load: the machine's cores shared among the
+    parallel test workers (pytest-xdist sets PYTEST_XDIST_WORKER_COUNT), at least one."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+TEST_THREADS = _test_threads()
+
+
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,7 +47,7 @@ def tiny(cache_root):
 
     from asr_app.models import load_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(TEST_THREADS)
     return load_model("tiny.en")
 
 
@@ -56,10 +66,10 @@ def require_data(*paths: Path):
 
 @pytest.fixture(scope="session")
 def tiny_onnx(cache_root):
-    """tiny.en on onnxruntime int8, two threads: what the command line runs by default."""
+    """tiny.en on onnxruntime int8 (what the command line runs by default), TEST_THREADS threads."""
     from asr_app.models import load_model
 
-    return load_model("tiny.en", backend="onnx", threads=2)
+    return load_model("tiny.en", backend="onnx", threads=TEST_THREADS)
 
 
 @pytest.fixture

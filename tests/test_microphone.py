@@ -27,6 +27,10 @@ from asr_app.datasets import load_dataset
 from asr_app.wer import corpus_wer, normalize
 from tests.conftest import JFK, LJSPEECH, REPO, require_data
 
+# One virtual microphone for the machine: with parallel test workers (pytest-xdist,
+# --dist loadgroup) these tests all run on the same worker, one after another.
+pytestmark = pytest.mark.xdist_group("microphone")
+
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 JFK_WORDS = "what your country can do for you ask what you can do for your country"
 

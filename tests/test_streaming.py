@@ -259,8 +259,12 @@ def test_a_forked_stream_finishes_as_a_stream_fed_only_that_audio(tiny_onnx):
     assert stream.committed_text == replay_fixed(unforked, second)
 
 
+REPLAY_SHARDS = 8  # the pairs are split into shards so that parallel test workers share them
+
+
 @pytest.mark.slow
-def test_every_long_utterance_streams_without_losing_a_run_of_words(tiny_onnx):
+@pytest.mark.parametrize("shard", range(REPLAY_SHARDS))
+def test_every_long_utterance_streams_without_losing_a_run_of_words(tiny_onnx, shard):
     """Every utterance over 15 s in ../shared/data (103), alone and joined in pairs, through
     the live path (512-sample chunks, processed after each, as `--live --input F --speed 0`)
     on the command line's backend (onnx int8): no run of 3 or more words that offline
@@ -270,13 +274,16 @@ def test_every_long_utterance_streams_without_losing_a_run_of_words(tiny_onnx):
     Offline transcription runs once per utterance; a pair is compared with its two offline
     texts joined (every word offline heard in either). A pair's first utterance alone is
     its pair's stream forked at the join and finished (see `_fork`), so each utterance is
-    streamed about 1.5 times instead of twice."""
+    streamed about 1.5 times instead of twice. Shard `shard` takes every REPLAY_SHARDS-th
+    pair; the shards together cover every utterance."""
     from asr_app.streaming_bench import deletion_runs, feed_fixed, replay_fixed
     from asr_app.transcribe import TranscribeOptions, Transcriber
 
-    files = _long_utterances()
-    if not files:
+    every_file = _long_utterances()
+    if not every_file:
         pytest.skip("shared data not found")
+    pairs = [every_file[i : i + 2] for i in range(0, len(every_file), 2)][shard::REPLAY_SHARDS]
+    files = [f for pair in pairs for f in pair]
     bundle = tiny_onnx
     transcriber = Transcriber(TranscribeOptions(vad=False), bundle=bundle)
     audio = {f: load_audio(f) for f in files}
@@ -288,8 +295,7 @@ def test_every_long_utterance_streams_without_losing_a_run_of_words(tiny_onnx):
         if runs and len(runs[0]) >= 3:
             worst.append((name, " ".join(runs[0])))
 
-    for i in range(0, len(files), 2):
-        first, *rest = files[i : i + 2]
+    for first, *rest in pairs:
         stream = StreamingTranscriber(bundle)
         feed_fixed(stream, audio[first])
         alone = _fork(stream)

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import JFK, LJSPEECH, TRAIN_CLEAN_5, require_data
+from conftest import JFK, LJSPEECH, TEST_THREADS, TRAIN_CLEAN_5, require_data
 
 
 def _mel(bundle, path=JFK):
@@ -515,7 +515,7 @@ def test_adapt_resumes_after_interruption_and_profile_loads_its_model(tiny, tmp_
         lora_rank=4,
         control=False,
         checkpoint_every=2,
-        threads=2,
+        threads=TEST_THREADS,
         decoder_keep=0.8,
         decoder_attention_rank=56,
     )
@@ -576,7 +576,7 @@ def test_adapt_on_a_profile_without_held_out_takes_saves_and_says_why_no_held_ou
     events = []
     report = run_adapt(
         profile,
-        AdaptOptions.from_flat(target_ratio=0.7, stages=(), control=False, threads=2),
+        AdaptOptions.from_flat(target_ratio=0.7, stages=(), control=False, threads=TEST_THREADS),
         lambda k, p: events.append((k, p)),
     )
     assert "heldout" not in report.wer

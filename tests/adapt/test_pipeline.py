@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from asr_app.compression.interface import Stage
+from tests.conftest import TEST_THREADS
 
 
 class ScaledLinear(nn.Module):
@@ -133,7 +134,7 @@ def test_a_registered_method_runs_resumes_saves_loads_and_exports(
         lora_rank=2,
         control=False,
         speed_perturb=(),
-        threads=2,
+        threads=TEST_THREADS,
     )
     assert Adapter(profile, opts).stage_names() == [
         "data",

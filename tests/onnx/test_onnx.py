@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import JFK, LJSPEECH, TEST_CLEAN, TRAIN_CLEAN_5, require_data
+from conftest import JFK, LJSPEECH, TEST_CLEAN, TEST_THREADS, TRAIN_CLEAN_5, require_data
 
 
 def _run_op(op_type: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -149,7 +149,7 @@ def exported(tiny, tmp_path_factory):
     from asr_app.onnx import export_model, load_onnx_model
 
     root = tmp_path_factory.mktemp("onnx")
-    return {q: load_onnx_model(export_model(tiny, root / q, q), threads=2) for q in ("none", "int8")}
+    return {q: load_onnx_model(export_model(tiny, root / q, q), threads=TEST_THREADS) for q in ("none", "int8")}
 
 
 def test_export_folder_has_graphs_tokenizer_and_config(exported):
@@ -236,7 +236,7 @@ def test_compressed_model_exports_as_own_ops_and_decodes_like_torch(tiny, tmp_pa
     tiny.tokenizer.save_pretrained(str(folder))
     tiny.feature_extractor.save_pretrained(str(folder))
     torch_bundle = load_model(str(folder))
-    onnx_bundle = load_model(str(folder), backend="onnx", quantize="none", threads=2)
+    onnx_bundle = load_model(str(folder), backend="onnx", quantize="none", threads=TEST_THREADS)
     assert torch_bundle.adapted_language == onnx_bundle.adapted_language == "en"  # carried into the export
     assert onnx_bundle.path == str(folder / "onnx-none")
     assert onnx_model_dir(str(folder), "none") == folder / "onnx-none"  # reused, not exported again
@@ -320,7 +320,7 @@ def test_fp16_export_decodes_like_torch_on_cpu(tiny, tmp_path):
     """float16 weights and compute (the GPU format) still decode JFK as float32 torch does."""
     from asr_app.onnx import export_model, load_onnx_model
 
-    bundle = load_onnx_model(export_model(tiny, tmp_path / "fp16", "fp16"), threads=2)
+    bundle = load_onnx_model(export_model(tiny, tmp_path / "fp16", "fp16"), threads=TEST_THREADS)
     mel = _mels(tiny, [JFK])[0]
     assert _greedy(bundle, mel) == _greedy(tiny, mel)
 
