@@ -28,11 +28,15 @@ class Stage:
             rebuilds the model from that file and the method blocks; only a run folder
             without that file (written before stages saved their model) runs such a
             stage again, with its result; another stage then runs from scratch.
+        resume: called with the context and the stage's saved result when the stage is
+            skipped on resume, after the model is rebuilt, to restore what else the stage
+            set up (FVT: its tokenizer and the relabelled training windows).
     """
 
     name: str
     run: Callable[[Any], dict]
     rebuild_on_resume: bool = False
+    resume: Callable[[Any, dict], None] | None = None
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """The compression-method interface and the registry of methods.
 
-A method (AdaPTwin today; FVT and CALD to come) is one object that says:
+A method (AdaPTwin and FVT today; CALD to come) is one object that says:
 - `name`, `version`: what a compressed model's config.json records in its block;
 - `config_class`: a dataclass with `to_dict()` / `from_dict(d)`, the method's saved
   settings (for AdaPTwin: the `CompressionPlan`, ranks per layer and head);
@@ -63,6 +63,10 @@ def _register_builtin() -> None:
         from asr_app.compression.adaptwin.method import ADAPTWIN
 
         register(ADAPTWIN)
+    if "fvt" not in METHODS:
+        from asr_app.compression.fvt.method import FVT
+
+        register(FVT)
 
 
 def all_methods() -> dict[str, Method]:

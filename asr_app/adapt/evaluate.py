@@ -9,14 +9,14 @@ from dataclasses import replace
 from asr_app.adapt.data import PROFILE_LANGUAGE
 
 
-def evaluate_stage(ctx, bundle, models: dict) -> None:
+def evaluate_stage(ctx, bundles: dict) -> None:
     """WER of each model on the profile's held-out takes, `--speaker-set` and `--general-set`,
     into `ctx.report.wer`; each figure is saved as it is measured, so a resumed run skips it,
     and the original model's figures are shared by every run of the same base.
 
     Args:
-        bundle: the base model's bundle (tokenizer, feature extractor); models: {name:
-            model or None (not trained)}, e.g. original, lora_control, compressed.
+        bundles: {name: the model's bundle (model, tokenizer, feature extractor) or None
+            (not trained)}, e.g. original, lora_control, compressed; "original" is the base.
     """
     from asr_app.datasets import load_dataset
     from asr_app.decoding import DecodingOptions
@@ -28,7 +28,7 @@ def evaluate_stage(ctx, bundle, models: dict) -> None:
     ctx.event("stage", "evaluate")
     # every model decodes in the profile's language: a multilingual original left to detect
     # it would be judged on language identification too, which the others never face
-    language = PROFILE_LANGUAGE if bundle.is_multilingual else None
+    language = PROFILE_LANGUAGE if bundles["original"].is_multilingual else None
     sets = []
     if ctx.profile.takes("heldout"):
         sets.append(("heldout", str(ctx.profile.path / "manifest.jsonl"), "heldout", None, None))
@@ -56,15 +56,16 @@ def evaluate_stage(ctx, bundle, models: dict) -> None:
             + (f" [first {limit}]" if limit else "")
         )
         row = ctx.report.wer.setdefault(set_name, {"set": label, "utterances": len(utts)})
-        for model_name, model in models.items():
+        for model_name, bundle in bundles.items():
             key = f"{set_name}/{model_name}/{label}"
             shared_key = f"{opts.base}/{label}" + (f" [{language}]" if language else "")
-            if model is None:
+            if bundle is None:
                 continue
             if model_name == "original" and shared_key in shared:
                 done[key] = shared[shared_key]
             if key not in done:
-                b = replace(bundle, model=model.eval(), name=model_name)
+                bundle.model.eval()
+                b = replace(bundle, name=model_name)
                 tr = Transcriber(
                     TranscribeOptions(
                         model=opts.base,

@@ -170,6 +170,12 @@ class AdaptOptions:
         """Whether some chosen method compresses the decoder."""
         return any(m.compresses_decoder for m in self.methods)
 
+    @property
+    def compresses_encoder(self) -> bool:
+        """Whether some chosen method changes the encoder (layer-wise distillation runs
+        only then); a method's options say so with `compresses_encoder` (default True)."""
+        return any(getattr(m, "compresses_encoder", True) for m in self.methods)
+
     def to_flat(self) -> dict:
         """JSON-able dict of every option: the shared fields, each method's fields, and
         "methods" (their names). The layout of state.json and the report's options."""

@@ -25,6 +25,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,10 @@ class Context:
             the teacher); blocks: the method blocks saved in config.json, in order;
         speaker, replay, perturbed: training windows; data: what the data stage found;
         stats, gains: activation statistics and sensitivities (None when not measured);
-        device: where training runs; report: the AdaptReport being filled.
+        device: where training runs; report: the AdaptReport being filled;
+        transcripts: the training takes' texts, prompt_texts: the enrollment prompts
+        (a tokenizer's corpus); tokenizer: the compressed model's tokenizer when a method
+        changed the vocabulary (`set_vocabulary`), else None (the base model's).
     """
 
     def __init__(self, profile, options: AdaptOptions, folder: Path, state: RunState, on_event: Callable):
@@ -66,7 +70,44 @@ class Context:
         self.stats: Any = None  # ActivationStats
         self.gains: Any = None  # list of per-layer sensitivities
         self.model_dir: Path | None = None
+        self.transcripts: list[str] = []
+        self.prompt_texts: list[str] = []
+        self.tokenizer: Any = None
         self._budget_end = time.monotonic() + 60 * (options.time_budget_min or 0)
+
+    def set_vocabulary(self, tokenizer, relabel: Callable[[list[int]], list[int]]) -> None:
+        """A method moved the model to a new vocabulary: `tokenizer` is saved with it and
+        every training window's labels are rewritten by `relabel` (labels in the base
+        vocabulary -> the same text in the new one)."""
+        self.tokenizer = tokenizer
+        for w in self.speaker + self.replay + self.perturbed:
+            w.labels = relabel(w.labels)
+
+    @property
+    def vocabulary_changed(self) -> bool:
+        """Whether the compressed model has another vocabulary than the teacher (logit
+        distillation toward the teacher is then off: their logits are not comparable)."""
+        return self.tokenizer is not None
+
+    def batches(self, windows: list[Window], rng: random.Random) -> list:
+        """One shuffled pass of (log-mel, labels) batches of `options.batch_size` windows."""
+        from asr_app.adapt.data import batches
+
+        return batches(windows, self.options.batch_size, rng, with_labels=True)
+
+    def compressed_bundle(self, model):
+        """The base bundle with `model` and, after a vocabulary change, its tokenizer."""
+        if self.tokenizer is None:
+            return replace(self.bundle, model=model)
+        from asr_app.models.bundle import special_tokens_of
+
+        return replace(
+            self.bundle,
+            model=model,
+            tokenizer=self.tokenizer,
+            special=special_tokens_of(self.tokenizer),
+            multilingual=bool(self.bundle.is_multilingual),
+        )
 
     def done(self, stage: str) -> dict | None:
         """The saved result of a finished stage, or None."""
@@ -137,7 +178,8 @@ class Adapter:
         names = list(SHARED_BEFORE)
         for opts in self.options.methods:
             names += [f"{opts.method}.{s.name}" for s in get_method(opts.method).stages(opts)]
-        return names + list(SHARED_AFTER)
+        after = [n for n in SHARED_AFTER if n != "layerwise" or self.options.compresses_encoder]
+        return names + after
 
     def run(self) -> AdaptReport:
         """Run (or resume) every stage in order; returns the report, also saved in the run folder."""
@@ -166,6 +208,8 @@ class Adapter:
         from asr_app.adapt.recovery import train_stage
 
         for name in ("layerwise", "finetune"):
+            if name == "layerwise" and not opts.compresses_encoder:
+                continue  # the encoder is the original's: nothing to distill layer by layer
             if name in opts.stages:
                 ctx.model = train_stage(ctx, name, ctx.model)
         self._save()
@@ -173,7 +217,12 @@ class Adapter:
         ctx.report.stages["adapt_total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
         from asr_app.adapt.evaluate import evaluate_stage
 
-        evaluate_stage(ctx, ctx.bundle, {"original": ctx.teacher, "lora_control": control, "compressed": ctx.model})
+        bundles = {
+            "original": ctx.bundle,
+            "lora_control": replace(ctx.bundle, model=control) if control is not None else None,
+            "compressed": ctx.compressed_bundle(ctx.model),
+        }
+        evaluate_stage(ctx, bundles)
         ctx.report.model_dir = str(ctx.model_dir)
         ctx.report.stages["total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
         self._report()
@@ -213,6 +262,8 @@ class Adapter:
             ctx.model, ctx.blocks = model.to(ctx.device), list(done["blocks"])
             for p in ctx.model.parameters():
                 p.requires_grad_(False)
+            if stage.resume is not None:
+                stage.resume(ctx, done)
             ctx.report.stages[key] = {"wall_s": done.get("wall_s")}
             return
         if done is not None and not stage.rebuild_on_resume:
@@ -271,6 +322,11 @@ class Adapter:
         for k, speed in enumerate(opts.speed_perturb, start=1):
             perturbed += pack(train, "speaker", speed, k * len(train)) + pack(picked, "replay", speed)
         ctx.speaker, ctx.replay, ctx.perturbed = speaker, replay, perturbed
+        from asr_app.adapt.data import training_text
+        from asr_app.enroll.prompts import builtin_prompts
+
+        ctx.transcripts = [training_text(u.text) for u in train]
+        ctx.prompt_texts = [p.text for p in builtin_prompts()]
         ctx.data = {
             "speaker_takes": len(train),
             "speaker_windows": len(speaker),
@@ -339,7 +395,7 @@ class Adapter:
         if opts.methods and hasattr(opts.methods[0], "target_ratio"):
             meta["target_ratio"] = opts.methods[0].target_ratio
         save_compressed(ctx.model, folder, ctx.blocks, meta)
-        ctx.bundle.tokenizer.save_pretrained(str(folder))
+        (ctx.tokenizer or ctx.bundle.tokenizer).save_pretrained(str(folder))
         ctx.bundle.feature_extractor.save_pretrained(str(folder))
         models = [m for m in self.profile.meta().get("models", []) if m.get("name") != name]
         removed = ctx.report.params.get("removed_share", {}).get("encoder", 0.0)

@@ -100,7 +100,14 @@ def train_stage(ctx, stage: str, model):
         result = layerwise_distill(peft_model, teacher, batches, cfg, opt_state, start, on_step, on_checkpoint)
     else:
         result = finetune(
-            peft_model, batches, cfg, teacher if opts.kd_weight > 0 else None, opt_state, start, on_step, on_checkpoint
+            peft_model,
+            batches,
+            cfg,
+            teacher if opts.kd_weight > 0 and not ctx.vocabulary_changed else None,
+            opt_state,
+            start,
+            on_step,
+            on_checkpoint,
         )
     model = merge_lora(peft_model)
     for p in model.parameters():

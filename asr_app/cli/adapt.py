@@ -17,7 +17,8 @@ from asr_app.cli.common import add_command, choice_help, field_default, open_pro
 
 EXAMPLES = """examples:
   asr-app adapt --profile alice
-  asr-app adapt --profile alice --target-ratio 0.85 --general-set ../shared/data/librispeech/train-clean-5"""
+  asr-app adapt --profile alice --target-ratio 0.85 --general-set ../shared/data/librispeech/train-clean-5
+  asr-app adapt --profile alice --methods adaptwin fvt --target-ratio 0.85 --domain-text terms.txt"""
 
 # argument dest -> AdaptwinOptions field, for the options whose None means the method's default
 METHOD_OPTIONS = {
@@ -27,6 +28,13 @@ METHOD_OPTIONS = {
     "ffn_method": "ffn_method",
     "decoder_keep": "decoder_keep",
     "decoder_attention_rank": "decoder_attention_rank",
+}
+# argument dest -> FvtOptions field, None meaning the method's default (as above)
+FVT_OPTIONS = {"vocab_size": "vocab_size", "vocab_init": "init", "domain_text": "domain_text"}
+VOCAB_INITS = {
+    "fvt": "a new token starts as the mean of its original pieces",
+    "pvt": "shared tokens keep their rows, new ones random (baseline)",
+    "subset": "only original tokens, every row exact (baseline)",
 }
 ALLOCATIONS = {"sensitivity": "from measured sensitivity", "uniform": "one rank everywhere"}
 QK_MODES = {"joint": "product twins", "separate": "Q and K truncated separately (ablation)"}
@@ -57,6 +65,14 @@ def _method_help(dest: str) -> str | None:
         return choice_help(QK_MODES, d("mode"))
     if dest == "ffn_method":
         return choice_help(FFN_METHODS, d("ffn_method"), prefix="encoder feed-forward blocks ")
+    fvt = get_method("fvt").options_class
+    if dest == "vocab_size":
+        return (
+            f"FVT: text tokens of the speaker's tokenizer (default {field_default(fvt, 'vocab_size')}; "
+            "Whisper's 1,608 special and timestamp tokens come on top)"
+        )
+    if dest == "vocab_init":
+        return choice_help(VOCAB_INITS, field_default(fvt, "init"), prefix="FVT: how the new embedding starts: ")
     return None
 
 
@@ -65,7 +81,8 @@ class _AdaptHelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         """The help of `action` before %-expansion (the argparse hook ArgumentDefaultsHelpFormatter uses)."""
-        return (_method_help(action.dest) if action.dest in METHOD_OPTIONS else None) or action.help
+        named = action.dest in METHOD_OPTIONS or action.dest in FVT_OPTIONS
+        return (_method_help(action.dest) if named else None) or action.help
 
 
 def add_parser(sub) -> None:
@@ -79,7 +96,7 @@ def add_parser(sub) -> None:
     p = add_command(
         sub,
         "adapt",
-        "compress and adapt Whisper to a profile's voice (AdaPTwin)",
+        "compress and adapt Whisper to a profile's voice (AdaPTwin, FVT)",
         EXAMPLES,
         formatter_class=_AdaptHelpFormatter,
     )
@@ -142,6 +159,15 @@ def add_parser(sub) -> None:
         metavar="R",
         help="also factor every decoder self- and cross-attention at this rank per head "
         "(head_dim is 64; the KV cache shrinks to R wide; default: dense)",
+    )
+    p.add_argument("--vocab-size", type=int, default=None, metavar="N", help="FVT option")
+    p.add_argument("--vocab-init", choices=tuple(VOCAB_INITS), default=None, help="FVT option")
+    p.add_argument(
+        "--domain-text",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="FVT: text files of your own words (names, terms, a field's vocabulary) weighed into the tokenizer",
     )
     p.add_argument("--skip", nargs="*", choices=("layerwise", "finetune"), help="leave out recovery stages (ablation)")
     p.add_argument("--no-control", action="store_true", help="skip the LoRA-only control model")
@@ -247,6 +273,9 @@ def _adapt_options(args):
     from asr_app.adapt import AdaptOptions
 
     method = {field: getattr(args, dest) for dest, field in METHOD_OPTIONS.items() if getattr(args, dest) is not None}
+    for dest, field in FVT_OPTIONS.items():
+        if getattr(args, dest) is not None:
+            method[field] = tuple(getattr(args, dest)) if dest == "domain_text" else getattr(args, dest)
     if args.plain:
         method["data_aware"] = False
     if args.attention_only:
@@ -329,11 +358,13 @@ def run(args) -> int:
             file=sys.stderr,
         )
     if not opts.replay:
-        print(
-            "note: no --replay set of other voices given; forgetting is held back by distillation "
-            "toward the original model only",
-            file=sys.stderr,
+        new_vocabulary = any(getattr(m, "changes_vocabulary", False) for m in opts.methods)
+        held_back = (
+            "the frozen encoder only (logit distillation needs the original's vocabulary)"
+            if new_vocabulary
+            else "distillation toward the original model only"
         )
+        print(f"note: no --replay set of other voices given; forgetting is held back by {held_back}", file=sys.stderr)
     report = run_adapt(profile, opts, bars)
     bars.close()
     _print_report(report, args)

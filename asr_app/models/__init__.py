@@ -6,8 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from asr_app.errors import ModelError
-from asr_app.models.bundle import Bundle, WhisperBundle, language_of_block
-from asr_app.models.convert import SpecialTokens
+from asr_app.models.bundle import Bundle, WhisperBundle, language_of_block, multilingual_of_block, special_tokens_of
 from asr_app.models.resolver import BUILTIN_MODELS, DEFAULT_MODEL, ModelSource, converted_dir, find_model, local_source
 
 __all__ = [
@@ -203,7 +202,16 @@ def load_model(
         feature_extractor = WhisperFeatureExtractor.from_pretrained(location)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model {name!r} from {location}: {e}") from None
-    added = [{"content": t.content, "id": i} for i, t in tokenizer.added_tokens_decoder.items()]
-    special = SpecialTokens(added)
+    special = special_tokens_of(tokenizer)
     model.eval().to(device)
-    return WhisperBundle(name, model, tokenizer, feature_extractor, special, device, location, language_of_block(block))
+    return WhisperBundle(
+        name,
+        model,
+        tokenizer,
+        feature_extractor,
+        special,
+        device,
+        location,
+        language_of_block(block),
+        multilingual=multilingual_of_block(block),
+    )

@@ -76,6 +76,8 @@ class WhisperBundle:
         adapted_language: language an `asr-app adapt` model was trained to decode in (from
             its config.json, see `language_of_block`); None for other models.
         backend: always "torch" (the ONNX bundle says "onnx").
+        multilingual: what the model's config.json records (a model with a new vocabulary,
+            see `multilingual_of_block`), or None: the vocabulary's size tells.
     """
 
     name: str
@@ -87,16 +89,45 @@ class WhisperBundle:
     path: str
     adapted_language: str | None = None
     backend: str = "torch"
+    multilingual: bool | None = None
 
     @property
     def is_multilingual(self) -> bool:
-        """True when the vocabulary has the multilingual layout (51865+ tokens)."""
-        return self.model.config.vocab_size >= 51865
+        """What the model records, else whether the vocabulary has the multilingual layout
+        (51865+ tokens)."""
+        if self.multilingual is not None:
+            return self.multilingual
+        return self.model.config.vocab_size >= MULTILINGUAL_VOCAB_SIZE
 
     @property
     def n_mels(self) -> int:
         """Number of log-mel bins the encoder expects (80 or 128)."""
         return self.model.config.num_mel_bins
+
+
+MULTILINGUAL_VOCAB_SIZE = 51865  # Whisper's multilingual vocabulary; English-only has 51864
+
+
+def multilingual_of_block(block: dict | None) -> bool | None:
+    """Whether a compressed model decodes with language and task tokens, when one of its
+    method blocks records it (a method that changed the vocabulary, such as FVT, whose
+    size then says nothing); None when none does."""
+    if not block:
+        return None
+    for mb in block.get("methods") or []:
+        if isinstance(mb, dict) and isinstance(mb.get("multilingual"), bool):
+            return mb["multilingual"]
+    return None
+
+
+def special_tokens_of(tokenizer) -> SpecialTokens:
+    """The special token ids of a transformers Whisper tokenizer (its added tokens).
+
+    Raises:
+        ModelError: a required special token is missing.
+    """
+    added = [{"content": t.content, "id": i} for i, t in tokenizer.added_tokens_decoder.items()]
+    return SpecialTokens(added)
 
 
 def language_of_block(block: dict | None) -> str | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from asr_app.errors import ModelError, install_hint
-from asr_app.models.bundle import language_of_block
+from asr_app.models.bundle import MULTILINGUAL_VOCAB_SIZE, language_of_block, multilingual_of_block
 
 if TYPE_CHECKING:
     from asr_app.models.convert import SpecialTokens
@@ -171,7 +171,12 @@ class OnnxWhisperBundle:
 
     @property
     def is_multilingual(self) -> bool:
-        return self.config["vocab_size"] >= 51865
+        """What the compressed model records (`multilingual_of_block`), else whether the
+        vocabulary has the multilingual layout (51865+ tokens)."""
+        recorded = multilingual_of_block(self.config.get("compression"))
+        if recorded is not None:
+            return recorded
+        return self.config["vocab_size"] >= MULTILINGUAL_VOCAB_SIZE
 
     @property
     def n_mels(self) -> int:
