@@ -118,6 +118,10 @@ class AdaptOptions:
         names = [m.method for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError(f"methods must not repeat, got {names}")
+        vocabulary = [m.method for m in self.methods[:-1] if getattr(m, "changes_vocabulary", False)]
+        if vocabulary:
+            # the layer methods' stages start from the original model's layers and vocabulary
+            raise ValueError(f"{vocabulary[0]} changes the vocabulary and must come last in methods, got {names}")
         if set(self.stages) - {"layerwise", "finetune"}:
             raise ValueError(f"stages must be among layerwise, finetune; got {self.stages}")
         if not 0 <= self.calibration_replay_share < 1:
@@ -154,7 +158,15 @@ class AdaptOptions:
             per_method.append(method_options(name, **{k: v for k, v in rest.items() if k in fields}))
             rest = {k: v for k, v in rest.items() if k not in fields}
         if rest:
-            raise ValueError(f"no adapt option {', '.join(sorted(rest))} for methods {', '.join(methods)}")
+            from asr_app.compression.methods import all_methods
+
+            owners = sorted(
+                name
+                for name, m in all_methods().items()
+                if set(rest) & {f.name for f in dataclasses.fields(m.options_class)}
+            )
+            hint = f" (an option of {', '.join(owners)}: add it to --methods)" if owners else ""
+            raise ValueError(f"no adapt option {', '.join(sorted(rest))} for methods {', '.join(methods)}{hint}")
         return cls(methods=tuple(per_method), **{k: v for k, v in values.items() if k in shared})
 
     def method(self, name: str):

@@ -242,6 +242,27 @@ class Adapter:
         }
         ctx.report.methods = list(ctx.blocks)
         ctx.report.plan = next((b["plan"] for b in ctx.blocks if "plan" in b), {})
+        if ctx.tokenizer is not None:
+            ctx.report.tokenizer = self._tokens_per_word()
+
+    def _tokens_per_word(self) -> dict:
+        """Tokens per word of the original and the new tokenizer on the held-out takes'
+        text (the training text when nothing is held out): the decoder's steps per word."""
+        from asr_app.adapt.data import training_text
+
+        ctx = self.ctx
+        texts = [training_text(t.text) for t in self.profile.takes("heldout")] or ctx.transcripts
+        words = sum(len(t.split()) for t in texts) or 1
+
+        def per_word(tok) -> float:
+            return round(sum(len(tok.encode(" " + t, add_special_tokens=False)) for t in texts) / words, 3)
+
+        return {
+            "text": "held-out takes" if self.profile.takes("heldout") else "training takes",
+            "words": words,
+            "original": per_word(ctx.bundle.tokenizer),
+            "compressed": per_word(ctx.tokenizer),
+        }
 
     def _method_stage(self, key: str, stage) -> None:
         """Run one method stage, then save the model it left (`<key>.safetensors`) and the

@@ -17,7 +17,8 @@ class AdaptReport:
             methods: the method blocks applied (as saved in config.json); plan: the
             AdaPTwin plan among them (kept for readers of earlier reports); data: windows and minutes trained on;
             stages: each stage's result (wall time, steps, losses); wer: WER (%) per
-            evaluated set and model.
+            evaluated set and model; tokenizer: after a vocabulary change, tokens per word
+            of the original and the new tokenizer on the held-out text.
     """
 
     profile: str
@@ -29,6 +30,7 @@ class AdaptReport:
     data: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)
     wer: dict = field(default_factory=dict)
+    tokenizer: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,8 +53,18 @@ class AdaptReport:
             return None
         ratio = self.options.get("target_ratio")
         lost = ", ".join(f"{v:.2f} points on {k}" for k, v in worse.items())
-        return (
-            f"the compressed model loses more than {limit:g} WER points against the original ({lost}); "
-            f"keep more of the encoder with a larger --target-ratio than {ratio} (what each ratio kept on the "
-            "speakers measured so far: docs/results/adaptwin.md) or give more enrollment and --replay audio"
+        levers = []
+        if ratio is not None:
+            levers.append(
+                f"keep more of the encoder with a larger --target-ratio than {ratio} (what each ratio kept on "
+                "the speakers measured so far: docs/results/adaptwin.md)"
+            )
+        if self.tokenizer:
+            levers.append(
+                f"keep more tokens with a larger --vocab-size than {self.options.get('vocab_size')} "
+                "(docs/results/fvt.md)"
+            )
+        levers.append("give more enrollment and --replay audio")
+        return f"the compressed model loses more than {limit:g} WER points against the original ({lost}); " + (
+            " or ".join(levers)
         )

@@ -381,7 +381,12 @@ def _print_report(report, args) -> None:
         f"{p['original']['encoder']:,} -> {p['compressed']['encoder']:,} ({100 * r['encoder']:.1f}%); "
         f"whole model {p['original']['model']:,} -> {p['compressed']['model']:,} ({100 * r['model']:.1f}%)"
     )
-    if r.get("decoder"):
+    if r.get("decoder") and report.tokenizer:
+        print(
+            f"decoder (the token embedding of the new vocabulary) {p['original']['decoder']:,} -> "
+            f"{p['compressed']['decoder']:,} ({100 * r['decoder']:.1f}% removed)"
+        )
+    elif r.get("decoder"):
         parts = " and ".join(
             n
             for n, on in (
@@ -393,6 +398,12 @@ def _print_report(report, args) -> None:
         print(
             f"decoder ({parts} factored; token embedding dense) {p['original']['decoder']:,} -> "
             f"{p['compressed']['decoder']:,} ({100 * r['decoder']:.1f}% removed)"
+        )
+    if report.tokenizer:
+        t = report.tokenizer
+        print(
+            f"tokens per word on the {t['text']}: {t['original']:.3f} -> {t['compressed']:.3f} "
+            f"(decoder steps per word with the new vocabulary)"
         )
     for set_name, row in report.wer.items():
         cells = "  ".join(f"{k} {v:.2f}%" for k, v in row.items() if k not in ("set", "utterances"))

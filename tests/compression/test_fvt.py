@@ -148,6 +148,14 @@ def test_options_are_validated():
         FvtOptions(init="random")
     with pytest.raises(ValueError, match="domain_weight"):
         FvtOptions(domain_weight=0)
+    from asr_app.adapt import AdaptOptions
+
+    with pytest.raises(ValueError, match="fvt changes the vocabulary and must come last"):
+        AdaptOptions.from_flat(("fvt", "adaptwin"))
+    with pytest.raises(ValueError, match="an option of fvt: add it to --methods"):
+        AdaptOptions.from_flat(("adaptwin",), vocab_size=6000)
+    both = AdaptOptions.from_flat(("adaptwin", "fvt"), target_ratio=0.85, vocab_size=6000)
+    assert both.method("fvt").vocab_size == 6000 and both.method("adaptwin").target_ratio == 0.85
 
 
 def test_domain_text_weighs_into_the_tokenizer(tmp_path):
