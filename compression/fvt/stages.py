@@ -21,20 +21,25 @@ TOKENIZER_FILE = "fvt.tokenizer.json"  # in the run folder: the resumed run's to
 def corpus_counts(ctx, opts: FvtOptions) -> tuple[Counter, dict]:
     """Pre-token counts of the tokenizer's corpus and the occurrences from each source.
 
-    Sources: general English (wordfreq), the speaker's training transcripts, the
-    enrollment prompts and `opts.domain_text` files (these three weighted by
-    `opts.domain_weight`). Reads `ctx.transcripts` and `ctx.prompt_texts`.
+    Sources: general English (wordfreq) and numbers in digits (`number_counts`, both only
+    with `opts.general_words`), the speaker's training transcripts, the enrollment prompts
+    and `opts.domain_text` files (these three weighted by `opts.domain_weight`). Reads
+    `ctx.transcripts` and `ctx.prompt_texts`.
 
     Raises:
         ValueError: a domain text file that cannot be read.
     """
-    from asr_app.compression.fvt.tokenizer import general_english_counts, text_counts
+    from asr_app.compression.fvt.tokenizer import general_english_counts, number_counts, text_counts
 
     counts: Counter = Counter()
     sizes = {}
     general = general_english_counts(opts.general_words) if opts.general_words else Counter()
     counts.update(general)
     sizes["general"] = sum(general.values())
+    if opts.general_words:
+        numbers = number_counts()
+        counts.update(numbers)
+        sizes["numbers"] = sum(numbers.values())
     domain_files = []
     for path in opts.domain_text:
         try:

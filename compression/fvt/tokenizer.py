@@ -75,6 +75,20 @@ def general_english_counts(n_words: int = GENERAL_WORDS, total: int = GENERAL_TO
     return counts
 
 
+NUMBER_COUNT = 20  # occurrences given to each number of `number_counts`
+
+
+def number_counts(count: int = NUMBER_COUNT) -> Counter[str]:
+    """Numbers as Whisper writes them in digits ("1818", "14th", "$5", "10%"): 0-100, the
+    years 1000-2030 and the ordinals to 31, each `count` times (wordfreq folds digits, so
+    the general English counts have none)."""
+    texts = [str(n) for n in range(101)] + [str(y) for y in range(1000, 2031)]
+    texts += [
+        f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}" for n in range(1, 32)
+    ]
+    return text_counts([" ".join(texts)], count)
+
+
 def train_bpe(counts: Counter[str], n_tokens: int) -> Any:
     """A byte-level BPE of `n_tokens` text tokens (the 256 bytes and the merges learned on
     `counts`).
