@@ -11,6 +11,8 @@
     finetune            LoRA again, end-to-end on speaker + replay windows (+ teacher KL)
     save                the compressed model into `<profile>/models/<run>/`, listed in
                         profile.json, so `--profile NAME` loads it everywhere
+    footprint           after a vocabulary change: int8 bytes on disk and decoder time per
+                        token of the original and the saved model (onnxruntime)
     control             the original model with the same LoRA fine-tuning only
     evaluate            WER of original, control and compressed
     report              report.json in the run folder and the model folder
@@ -179,6 +181,8 @@ class Adapter:
         for opts in self.options.methods:
             names += [f"{opts.method}.{s.name}" for s in get_method(opts.method).stages(opts)]
         after = [n for n in SHARED_AFTER if n != "layerwise" or self.options.compresses_encoder]
+        if any(getattr(m, "changes_vocabulary", False) for m in self.options.methods):
+            after.insert(after.index("save") + 1, "footprint")
         return names + after
 
     def run(self) -> AdaptReport:
@@ -213,6 +217,8 @@ class Adapter:
             if name in opts.stages:
                 ctx.model = train_stage(ctx, name, ctx.model)
         self._save()
+        if ctx.tokenizer is not None:  # the vocabulary changed: what the new one saves where it runs
+            self._footprint()
         control = train_stage(ctx, "control", copy.deepcopy(ctx.teacher)) if opts.control else None
         ctx.report.stages["adapt_total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
         from asr_app.adapt.evaluate import evaluate_stage
@@ -432,6 +438,21 @@ class Adapter:
         )
         self.profile.update_meta(models=models)
         ctx.model_dir = folder
+
+    def _footprint(self) -> None:
+        """int8 bytes on disk and decoder ms per token of the original and the saved model
+        (onnxruntime, one speaker window), into the report's `footprint`."""
+        from asr_app.adapt.footprint import footprint
+
+        ctx = self.ctx
+        ctx.event("stage", "footprint")
+        window = ctx.speaker[0].mel if ctx.speaker else None
+        if window is None:
+            return
+        ctx.report.footprint = {
+            "original": footprint(self.options.base, window, self.options.threads),
+            "compressed": footprint(str(ctx.model_dir), window, self.options.threads),
+        }
 
     def _report(self) -> None:
         from asr_app.outputs import atomic_write_text

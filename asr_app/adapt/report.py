@@ -18,7 +18,9 @@ class AdaptReport:
             AdaPTwin plan among them (kept for readers of earlier reports); data: windows and minutes trained on;
             stages: each stage's result (wall time, steps, losses); wer: WER (%) per
             evaluated set and model; tokenizer: after a vocabulary change, tokens per word
-            of the original and the new tokenizer on the held-out text.
+            of the original and the new tokenizer on the held-out text; footprint: after a
+            vocabulary change, int8 bytes on disk and decoder ms per token of both models
+            (`adapt.footprint`).
     """
 
     profile: str
@@ -31,6 +33,7 @@ class AdaptReport:
     stages: dict = field(default_factory=dict)
     wer: dict = field(default_factory=dict)
     tokenizer: dict = field(default_factory=dict)
+    footprint: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -405,6 +405,12 @@ def _print_report(report, args) -> None:
             f"tokens per word on the {t['text']}: {t['original']:.3f} -> {t['compressed']:.3f} "
             f"(decoder steps per word with the new vocabulary)"
         )
+    if report.footprint:
+        o, c = report.footprint["original"], report.footprint["compressed"]
+        print(
+            f"int8 ONNX on disk {o['int8_bytes'] / 1e6:.1f} MB -> {c['int8_bytes'] / 1e6:.1f} MB; decoder "
+            f"{o['decoder_ms_per_token']:.2f} -> {c['decoder_ms_per_token']:.2f} ms per token (onnxruntime)"
+        )
     for set_name, row in report.wer.items():
         cells = "  ".join(f"{k} {v:.2f}%" for k, v in row.items() if k not in ("set", "utterances"))
         print(f"WER on {set_name} ({row['set']}, {row['utterances']} utts): {cells}")

@@ -222,6 +222,7 @@ def test_adapt_with_fvt_resumes_saves_loads_and_exports(synthetic_whisper, tmp_p
         "fvt.recover",
         "finetune",
         "save",
+        "footprint",
         "control",
         "evaluate",
         "report",
@@ -239,6 +240,10 @@ def test_adapt_with_fvt_resumes_saves_loads_and_exports(synthetic_whisper, tmp_p
     (block,) = report.methods
     assert block["method"] == "fvt" and block["text_tokens"] == 500 and block["multilingual"] is False
     assert report.params["compressed"]["model"] < report.params["original"]["model"]
+    assert report.tokenizer["original"] > 0 and report.tokenizer["compressed"] > 0
+    original, compressed = report.footprint["original"], report.footprint["compressed"]
+    assert compressed["vocab_size"] == block["vocab_size"] < original["vocab_size"]
+    assert compressed["int8_bytes"] < original["int8_bytes"] and compressed["decoder_ms_per_token"] > 0
 
     folder = Path(report.model_dir)
     torch_bundle = load_model(str(folder))
