@@ -360,7 +360,7 @@ def run(args) -> int:
     if not opts.replay:
         new_vocabulary = any(getattr(m, "changes_vocabulary", False) for m in opts.methods)
         held_back = (
-            "the frozen encoder only (logit distillation needs the original's vocabulary)"
+            "nothing but the layers left frozen (logit distillation needs the original's vocabulary)"
             if new_vocabulary
             else "distillation toward the original model only"
         )
