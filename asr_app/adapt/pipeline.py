@@ -28,127 +28,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
-from asr_app.adapt.data import PROFILE_LANGUAGE, Window, evenly, pack_windows
+from asr_app.adapt.context import Context
+from asr_app.adapt.data import PROFILE_LANGUAGE, evenly, pack_windows
 from asr_app.adapt.options import AdaptError, AdaptOptions
 from asr_app.adapt.report import AdaptReport
 from asr_app.adapt.state import RunState, save_model_state, save_tensors
 
 SHARED_BEFORE = ("data", "calibrate")
 SHARED_AFTER = ("layerwise", "finetune", "save", "control", "evaluate", "report")
-
-
-class Context:
-    """What the stages of one run share (methods' stages read and set these).
-
-    Attributes:
-        options: AdaptOptions; profile: the enrollment `Profile`; folder: the run folder;
-        bundle: the base model's bundle; teacher: the original model (frozen);
-        model: the model being compressed (set by the first method stage, else a copy of
-            the teacher); blocks: the method blocks saved in config.json, in order;
-        speaker, replay, perturbed: training windows; data: what the data stage found;
-        stats, gains: activation statistics and sensitivities (None when not measured);
-        device: where training runs; report: the AdaptReport being filled;
-        transcripts: the training takes' texts, prompt_texts: the enrollment prompts
-        (a tokenizer's corpus); tokenizer: the compressed model's tokenizer when a method
-        changed the vocabulary (`set_vocabulary`), else None (the base model's).
-    """
-
-    def __init__(self, profile, options: AdaptOptions, folder: Path, state: RunState, on_event: Callable):
-        self.profile, self.options, self.folder, self.state = profile, options, folder, state
-        self.event = on_event
-        self.device = options.device
-        self.report = AdaptReport(profile=str(profile.path), options=options.to_flat())
-        self.bundle: Any = None  # WhisperBundle
-        self.teacher: Any = None  # WhisperForConditionalGeneration
-        self.model: Any = None
-        self.blocks: list[dict] = []
-        self.speaker: list[Window] = []
-        self.replay: list[Window] = []
-        self.perturbed: list[Window] = []
-        self.data: dict = {}
-        self.stats: Any = None  # ActivationStats
-        self.gains: Any = None  # list of per-layer sensitivities
-        self.model_dir: Path | None = None
-        self.transcripts: list[str] = []
-        self.prompt_texts: list[str] = []
-        self.tokenizer: Any = None
-        self._budget_end = time.monotonic() + 60 * (options.time_budget_min or 0)
-
-    def set_vocabulary(self, tokenizer, relabel: Callable[[list[int]], list[int]]) -> None:
-        """A method moved the model to a new vocabulary: `tokenizer` is saved with it and
-        every training window's labels are rewritten by `relabel` (labels in the base
-        vocabulary -> the same text in the new one)."""
-        self.tokenizer = tokenizer
-        for w in self.speaker + self.replay + self.perturbed:
-            w.labels = relabel(w.labels)
-
-    @property
-    def vocabulary_changed(self) -> bool:
-        """Whether the compressed model has another vocabulary than the teacher (logit
-        distillation toward the teacher is then off: their logits are not comparable)."""
-        return self.tokenizer is not None
-
-    def batches(self, windows: list[Window], rng: random.Random) -> list:
-        """One shuffled pass of (log-mel, labels) batches of `options.batch_size` windows."""
-        from asr_app.adapt.data import batches
-
-        return batches(windows, self.options.batch_size, rng, with_labels=True)
-
-    def compressed_bundle(self, model):
-        """The base bundle with `model` and, after a vocabulary change, its tokenizer."""
-        if self.tokenizer is None:
-            return replace(self.bundle, model=model)
-        from asr_app.models.bundle import special_tokens_of
-
-        return replace(
-            self.bundle,
-            model=model,
-            tokenizer=self.tokenizer,
-            special=special_tokens_of(self.tokenizer),
-            multilingual=bool(self.bundle.is_multilingual),
-        )
-
-    def done(self, stage: str) -> dict | None:
-        """The saved result of a finished stage, or None."""
-        return self.state.done(stage)
-
-    def finish(self, stage: str, result: dict) -> None:
-        """Save a stage's result in the run state."""
-        self.state.finish(stage, result)
-
-    def stage_deadline(self, share: float) -> float | None:
-        """time.monotonic() at which a training stage given `share` of the time left stops."""
-        if self.options.time_budget_min is None:
-            return None
-        return time.monotonic() + max(0.0, (self._budget_end - time.monotonic()) * share)
-
-    def decoder_stats(self, attention: bool = False):
-        """Second moments of the decoder fc inputs (and with `attention`, its attention inputs)
-        on the speaker's calibration windows, teacher-forced on their transcripts (saved, so a
-        resumed run factors the same)."""
-        import torch
-        from safetensors.torch import load_file
-
-        from asr_app.compression.calibrate import DecoderStats, collect_decoder_stats
-
-        path = self.folder / "decoder_stats.safetensors"
-        if path.is_file():
-            stats = DecoderStats.from_state_dict(load_file(str(path)))
-            if stats.self_in is not None or not attention:
-                return stats
-        windows = evenly(self.speaker, self.options.calibration_windows)
-        batches = [(torch.from_numpy(w.mel[None]), torch.tensor([w.labels])) for w in windows]
-        stats = collect_decoder_stats(
-            self.teacher,
-            batches,
-            lambda b: self.event("progress", ("factor", b + 1, len(batches))),
-            attention=attention,
-        )
-        save_tensors(stats.state_dict(), path)
-        return stats
 
 
 class Adapter:
