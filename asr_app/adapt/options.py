@@ -183,6 +183,12 @@ class AdaptOptions:
         return any(m.compresses_decoder for m in self.methods)
 
     @property
+    def changes_vocabulary(self) -> bool:
+        """Whether some chosen method gives the model a new tokenizer (its options say so
+        with `changes_vocabulary`, default False)."""
+        return any(getattr(m, "changes_vocabulary", False) for m in self.methods)
+
+    @property
     def compresses_encoder(self) -> bool:
         """Whether some chosen method changes the encoder (layer-wise distillation runs
         only then); a method's options say so with `compresses_encoder` (default True)."""

@@ -69,7 +69,7 @@ class Adapter:
         for opts in self.options.methods:
             names += [f"{opts.method}.{s.name}" for s in get_method(opts.method).stages(opts)]
         after = [n for n in SHARED_AFTER if n != "layerwise" or self.options.compresses_encoder]
-        if any(getattr(m, "changes_vocabulary", False) for m in self.options.methods):
+        if self.options.changes_vocabulary:
             after.insert(after.index("save") + 1, "footprint")
         return names + after
 
@@ -145,14 +145,15 @@ class Adapter:
         from asr_app.adapt.data import training_text
 
         ctx = self.ctx
-        texts = [training_text(t.text) for t in self.profile.takes("heldout")] or ctx.transcripts
+        heldout = [training_text(t.text) for t in self.profile.takes("heldout")]
+        texts = heldout or ctx.transcripts
         words = sum(len(t.split()) for t in texts) or 1
 
         def per_word(tok) -> float:
             return round(sum(len(tok.encode(" " + t, add_special_tokens=False)) for t in texts) / words, 3)
 
         return {
-            "text": "held-out takes" if self.profile.takes("heldout") else "training takes",
+            "text": "held-out takes" if heldout else "training takes",
             "words": words,
             "original": per_word(ctx.bundle.tokenizer),
             "compressed": per_word(ctx.tokenizer),

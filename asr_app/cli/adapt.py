@@ -358,10 +358,9 @@ def run(args) -> int:
             file=sys.stderr,
         )
     if not opts.replay:
-        new_vocabulary = any(getattr(m, "changes_vocabulary", False) for m in opts.methods)
         held_back = (
             "nothing but the layers left frozen (logit distillation needs the original's vocabulary)"
-            if new_vocabulary
+            if opts.changes_vocabulary
             else "distillation toward the original model only"
         )
         print(f"note: no --replay set of other voices given; forgetting is held back by {held_back}", file=sys.stderr)

@@ -68,11 +68,10 @@ def build_vocabulary(old_tokenizer, first_special_id: int, model, counts: Counte
     Returns:
         (new tokenizer, plan fields: {"embedding", "config", "transfer", "id_map", "text_tokens"}).
     """
-    from tokenizers import Tokenizer, decoders
+    from tokenizers import decoders
 
     from asr_app.compression.fvt.apply import remapped_config, suppressed_tokens
     from asr_app.compression.fvt.tokenizer import (
-        _bpe_only,
         bpe_parts,
         build_whisper_tokenizer,
         subset_bpe,
@@ -91,13 +90,13 @@ def build_vocabulary(old_tokenizer, first_special_id: int, model, counts: Counte
     new_json, id_map = whisper_tokenizer_json(old_json, first_special_id, text_json)
     new_vocab = new_json["model"]["vocab"]
     new_tokens = sorted(new_vocab, key=new_vocab.__getitem__)
-    old_vocab, merges = bpe_parts(old_json)
+    old_vocab, _ = bpe_parts(old_json)
     old_text = {t: i for t, i in old_vocab.items() if i < first_special_id}
-    old_bpe = Tokenizer.from_str(json.dumps(_bpe_only(old_json, old_text, merges)))
+    old_bpe = old_tokenizer.backend_tokenizer.model
     embedding, stats = transfer_embeddings(
         decoder_of(model).embed_tokens.weight,
         old_text,
-        lambda token: [t.id for t in old_bpe.model.tokenize(token)],
+        lambda token: [t.id for t in old_bpe.tokenize(token)],
         new_tokens,
         sorted(id_map),
         opts.init,
@@ -197,7 +196,6 @@ def transfer_stage(ctx, opts: FvtOptions) -> dict:
         "text_tokens": plan.text_tokens,
         "transfer": plan.transfer,
         "corpus": sizes,
-        "id_map": {str(k): v for k, v in built["id_map"].items()},
     }
 
 
@@ -209,7 +207,8 @@ def resume_transfer(ctx, result: dict) -> None:
     old_tok, eot = ctx.bundle.tokenizer, ctx.bundle.special.eot
     new_json = json.loads((ctx.folder / TOKENIZER_FILE).read_text(encoding="utf-8"))
     tokenizer = build_whisper_tokenizer(old_tok, new_json)
-    id_map = {int(k): v for k, v in result["id_map"].items()}
+    # the special tokens keep their contents: their new ids are read from the new tokenizer
+    id_map = {i: tokenizer.convert_tokens_to_ids(t.content) for i, t in old_tok.added_tokens_decoder.items()}
     ctx.set_vocabulary(tokenizer, relabel_fn(old_tok, tokenizer, id_map, eot))
 
 

@@ -120,9 +120,7 @@ def train_bpe(counts: Counter[str], n_tokens: int) -> Any:
     )
     # the pre-tokens are given in byte-level form: turn them back into text so the
     # trainer's own pre-tokenizer maps them the same way again
-    from tokenizers import decoders as dec
-
-    to_text = dec.ByteLevel()
+    to_text = decoders.ByteLevel()
 
     def corpus():
         for piece, c in counts.items():
@@ -168,45 +166,38 @@ def subset_bpe(old_bpe_json: dict, first_special_id: int, counts: Counter[str], 
     parents: dict[str, tuple[str, str]] = {}
     for a, b in merges:
         parents.setdefault(a + b, (a, b))
-    old = Tokenizer.from_str(json.dumps(_bpe_only(old_bpe_json, text_vocab, merges)))
+    old = Tokenizer.from_str(json.dumps(old_bpe_json)).model
     usage: Counter[str] = Counter()
     for piece, c in counts.items():
-        for t in old.model.tokenize(piece):
+        for t in old.tokenize(piece):
             usage[t.value] += c
     by_id = sorted(text_vocab, key=text_vocab.__getitem__)
     kept: set[str] = set(by_id[:256])  # GPT-2's first 256 ids are the byte alphabet
-
-    def keep(t: str) -> None:
-        stack = [t]
-        while stack:
-            x = stack.pop()
-            if x in kept:
-                continue
-            kept.add(x)
-            stack.extend(p for p in parents.get(x, ()) if p not in kept)
-
     # the most used tokens first, then (for a large n_tokens) the rest in original id order
     for t in [t for t, _ in usage.most_common()] + by_id:
         if len(kept) >= n_tokens:
             break
-        if t not in kept and len(kept) + _missing_parents(t, parents, kept) + 1 <= n_tokens:
-            keep(t)
+        if t not in kept:
+            needed = _missing_ancestors(t, parents, kept) | {t}
+            if len(kept) + len(needed) <= n_tokens:
+                kept |= needed
     tokens = sorted(kept, key=text_vocab.__getitem__)
     new_vocab = {t: i for i, t in enumerate(tokens)}
     new_merges = [(a, b) for a, b in merges if a in kept and b in kept and a + b in kept]
     return Tokenizer.from_str(json.dumps(_bpe_only(old_bpe_json, new_vocab, new_merges)))
 
 
-def _missing_parents(t: str, parents: dict, kept: set[str]) -> int:
-    """How many tokens keeping `t` brings in besides itself (its merge ancestors not kept)."""
-    seen, stack = set(), [p for p in parents.get(t, ()) if p not in kept]
+def _missing_ancestors(t: str, parents: dict, kept: set[str]) -> set[str]:
+    """The tokens `t`'s merge is made of, and theirs in turn, that are not kept yet."""
+    seen: set[str] = set()
+    stack = [p for p in parents.get(t, ()) if p not in kept]
     while stack:
         x = stack.pop()
         if x in seen:
             continue
         seen.add(x)
         stack.extend(p for p in parents.get(x, ()) if p not in kept and p not in seen)
-    return len(seen)
+    return seen
 
 
 def _bpe_only(template: dict, vocab: dict[str, int], merges: list[tuple[str, str]]) -> dict:
@@ -249,8 +240,6 @@ def whisper_tokenizer_json(old_json: dict, first_special_id: int, text_bpe_json:
     out = json.loads(json.dumps(old_json))
     out["model"] = json.loads(json.dumps(text_bpe_json["model"]))
     out["added_tokens"] = [{**t, "id": id_map[t["id"]]} for t in added]
-    # the BPE vocabulary of GPT-2 holds <|endoftext|> itself; keep it out of the text part
-    out["model"]["vocab"].pop("<|endoftext|>", None)
     post = out.get("post_processor")
     if isinstance(post, dict) and isinstance(post.get("special_tokens"), dict):
         for spec in post["special_tokens"].values():
