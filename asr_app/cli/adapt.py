@@ -273,6 +273,9 @@ def _adapt_options(args):
     from asr_app.adapt import AdaptOptions
 
     method = {field: getattr(args, dest) for dest, field in METHOD_OPTIONS.items() if getattr(args, dest) is not None}
+    for path in args.domain_text or ():
+        if not Path(path).is_file():
+            raise ValueError(f"--domain-text {path}: no such file")
     for dest, field in FVT_OPTIONS.items():
         if getattr(args, dest) is not None:
             method[field] = tuple(getattr(args, dest)) if dest == "domain_text" else getattr(args, dest)

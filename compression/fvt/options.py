@@ -77,4 +77,9 @@ class FvtOptions:
         name = f"-fvt{self.vocab_size}"
         if self.init != "fvt":
             name += f"-{self.init}"
+        if self.domain_text:  # another set of domain files is another run
+            import hashlib
+
+            digest = hashlib.sha256("\n".join(self.domain_text).encode()).hexdigest()[:8]
+            name += f"-domain{digest}"
         return name

@@ -167,6 +167,7 @@ def test_domain_text_weighs_into_the_tokenizer(tmp_path):
     counts, sizes = corpus_counts(ctx, FvtOptions(general_words=0, domain_text=(str(terms),), domain_weight=3))
     assert counts["ĠZylberstein"] == 6 and counts["Ġpharmacokinetics"] == 3 and counts["Ġhello"] == 3
     assert sizes == {"general": 0, "transcripts": 6, "prompts": 0, "domain_text": 9}
+    assert FvtOptions(domain_text=(str(terms),)).run_name() != FvtOptions().run_name()
     with pytest.raises(ValueError, match="cannot read"):
         corpus_counts(ctx, FvtOptions(general_words=0, domain_text=(str(tmp_path / "missing.txt"),)))
 
