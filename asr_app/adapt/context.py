@@ -27,8 +27,9 @@ class Context:
         speaker, replay, perturbed: training windows; data: what the data stage found;
         stats, gains: activation statistics and sensitivities (None when not measured);
         device: where training runs; report: the AdaptReport being filled;
-        transcripts: the training takes' texts, prompt_texts: the enrollment prompts
-        (a tokenizer's corpus); tokenizer: the compressed model's tokenizer when a method
+        transcripts: the training takes' texts, prompt_texts: the enrollment prompts,
+        unlabeled_texts: the teacher's transcripts of `--unlabeled` audio (a tokenizer's
+        corpus); tokenizer: the compressed model's tokenizer when a method
         changed the vocabulary (`set_vocabulary`), else None (the base model's).
     """
 
@@ -50,6 +51,7 @@ class Context:
         self.model_dir: Path | None = None
         self.transcripts: list[str] = []
         self.prompt_texts: list[str] = []
+        self.unlabeled_texts: list[str] = []
         self.tokenizer: Any = None
         self._budget_end = time.monotonic() + 60 * (options.time_budget_min or 0)
 

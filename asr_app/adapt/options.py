@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ class AdaptOptions:
             teacher and student alike; 0 = off; see `compression.distill.warp_mel`).
         replay: dataset folders or manifests of other voices mixed into fine-tuning.
         replay_ratio: replay windows per speaker window (at most what the sets hold).
+        unlabeled: folders or files of audio without transcripts; the original model
+            transcribes them and every clip joins the replay windows (sequence-level
+            knowledge distillation, `asr_app.adapt.unlabeled`).
         stages: which recovery stages run ("layerwise", "finetune"); ablations drop some.
         control: also fine-tune the original with LoRA only, for comparison.
         general_set, general_limit: general (other speakers) evaluation set and its size.
@@ -98,6 +102,7 @@ class AdaptOptions:
     layerwise_vtlp: float = 0.0
     replay: tuple[str, ...] = ()
     replay_ratio: float = 1.0
+    unlabeled: tuple[str, ...] = ()
     stages: tuple[str, ...] = ("layerwise", "finetune")
     control: bool = True
     general_set: str | None = None
@@ -232,6 +237,9 @@ class AdaptOptions:
             name += f"-ft{self.finetune_lora}"
         if tuple(self.speed_perturb) != default["speed_perturb"].default:
             name += "-sp" + ("_".join(f"{sp:g}" for sp in self.speed_perturb) or "off")
+        if self.unlabeled:
+            digest = hashlib.sha1("\0".join(sorted(map(str, self.unlabeled))).encode()).hexdigest()[:6]
+            name += f"-unl{digest}"
         if tuple(self.stages) != ("layerwise", "finetune"):
             name += "-" + ("+".join(self.stages) or "twinsonly")
         return name

@@ -233,11 +233,14 @@ class Adapter:
                 break
             picked.append(u)
             total += u.duration_s or 10.0  # LJSpeech does not say; the packer measures exactly
+        unlabeled, unlabeled_summary = self._unlabeled()
+        picked += unlabeled
         replay = pack(picked, "replay", 1.0)
         perturbed = []
         for k, speed in enumerate(opts.speed_perturb, start=1):
             perturbed += pack(train, "speaker", speed, k * len(train)) + pack(picked, "replay", speed)
         ctx.speaker, ctx.replay, ctx.perturbed = speaker, replay, perturbed
+        ctx.unlabeled_texts = [u.text for u in unlabeled]
         from asr_app.adapt.data import training_text
         from asr_app.enroll.prompts import builtin_prompts
 
@@ -250,12 +253,32 @@ class Adapter:
             "replay_sets": list(opts.replay),
             "replay_windows": len(replay),
             "replay_minutes": round(sum(w.audio_s for w in replay) / 60, 2),
+            "unlabeled": unlabeled_summary,
             "speed_perturb": list(opts.speed_perturb),
             "perturbed_windows": len(perturbed),
             "heldout_takes": len(self.profile.takes("heldout")),
         }
         ctx.report.data = ctx.data
         ctx.report.stages["data"] = {"wall_s": round(time.monotonic() - t0, 1)}
+
+    def _unlabeled(self) -> tuple[list, dict | None]:
+        """The teacher's transcripts of `--unlabeled` audio as utterances (transcribed once,
+        kept in the run folder; see `asr_app.adapt.unlabeled`)."""
+        if not self.options.unlabeled:
+            return [], None
+        from asr_app.adapt.unlabeled import teacher_labelled
+
+        ctx = self.ctx
+        try:
+            return teacher_labelled(
+                self.options.unlabeled,
+                ctx.bundle,
+                self.folder,
+                lambda n, total: ctx.event("progress", ("unlabeled", n, total)),
+                lambda path, reason: ctx.event("info", f"warning: --unlabeled {path}: skipped ({reason})"),
+            )
+        except FileNotFoundError as e:
+            raise AdaptError(str(e)) from None
 
     def _calibrate(self) -> None:
         """Activation statistics and sensitivities of the original on the speaker's windows,

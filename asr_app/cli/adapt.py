@@ -124,6 +124,15 @@ def add_parser(sub) -> None:
         help="datasets or manifests of other voices mixed into fine-tuning (against forgetting)",
     )
     p.add_argument(
+        "--unlabeled",
+        nargs="+",
+        metavar="PATH",
+        default=d("unlabeled"),
+        help="folders or files of audio without transcripts (recordings, podcasts, live sessions): "
+        "the original model transcribes them once and fine-tuning trains on its transcripts "
+        "(sequence-level distillation); with fvt they also weigh into the tokenizer",
+    )
+    p.add_argument(
         "--replay-ratio", type=float, default=d("replay_ratio"), help="replay audio per minute of speaker audio"
     )
     p.add_argument(
@@ -276,6 +285,9 @@ def _adapt_options(args):
     for path in args.domain_text or ():
         if not Path(path).is_file():
             raise ValueError(f"--domain-text {path}: no such file")
+    for path in args.unlabeled or ():
+        if not Path(path).exists():
+            raise ValueError(f"--unlabeled {path}: no such file or folder")
     for dest, field in FVT_OPTIONS.items():
         if getattr(args, dest) is not None:
             method[field] = tuple(getattr(args, dest)) if dest == "domain_text" else getattr(args, dest)
@@ -298,6 +310,7 @@ def _adapt_options(args):
         layerwise_vtlp=args.layerwise_vtlp,
         replay=tuple(args.replay or ()),
         replay_ratio=args.replay_ratio,
+        unlabeled=tuple(args.unlabeled or ()),
         stages=stages,
         control=not args.no_control,
         general_set=args.general_set,

@@ -22,9 +22,10 @@ def corpus_counts(ctx, opts: FvtOptions) -> tuple[Counter, dict]:
     """Pre-token counts of the tokenizer's corpus and the occurrences from each source.
 
     Sources: general English (wordfreq) and numbers in digits (`number_counts`, both only
-    with `opts.general_words`), the speaker's training transcripts, the enrollment prompts
-    and `opts.domain_text` files (these three weighted by `opts.domain_weight`). Reads
-    `ctx.transcripts` and `ctx.prompt_texts`.
+    with `opts.general_words`), the speaker's training transcripts, the enrollment prompts,
+    the teacher's transcripts of `--unlabeled` audio and `opts.domain_text` files (these
+    four weighted by `opts.domain_weight`). Reads `ctx.transcripts`, `ctx.prompt_texts` and
+    `ctx.unlabeled_texts` (absent: none).
 
     Raises:
         ValueError: a domain text file that cannot be read.
@@ -49,6 +50,7 @@ def corpus_counts(ctx, opts: FvtOptions) -> tuple[Counter, dict]:
     for name, texts in (
         ("transcripts", list(ctx.transcripts)),
         ("prompts", list(ctx.prompt_texts)),
+        ("unlabeled", list(getattr(ctx, "unlabeled_texts", ()))),
         ("domain_text", domain_files),
     ):
         c = text_counts(texts, opts.domain_weight)
