@@ -375,6 +375,11 @@ class Adapter:
         atomic_write_text(self.folder / "report.json", text)
         assert ctx.model_dir is not None, "the save stage runs before the report"
         atomic_write_text(ctx.model_dir / "report.json", text)
+        from asr_app.adapt.plot import PICTURE, plot_wer_against_size
+
+        picture = plot_wer_against_size(self.profile.path, ctx.model_dir / PICTURE)
+        if picture is not None:
+            ctx.event("info", f"WER against size of every model of this profile: {picture}")
 
 
 def run_adapt(profile, options: AdaptOptions, on_event: Callable | None = None) -> AdaptReport:
