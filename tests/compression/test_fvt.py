@@ -163,10 +163,10 @@ def test_domain_text_weighs_into_the_tokenizer(tmp_path):
 
     terms = tmp_path / "terms.txt"
     terms.write_text("Zylberstein pharmacokinetics Zylberstein", encoding="utf-8")
-    ctx = SimpleNamespace(transcripts=["hello there"], prompt_texts=[])
+    ctx = SimpleNamespace(transcripts=["hello there"], prompt_texts=[], unlabeled_texts=["Quixworth said hello"])
     counts, sizes = corpus_counts(ctx, FvtOptions(general_words=0, domain_text=(str(terms),), domain_weight=3))
-    assert counts["ĠZylberstein"] == 6 and counts["Ġpharmacokinetics"] == 3 and counts["Ġhello"] == 3
-    assert sizes == {"general": 0, "transcripts": 6, "prompts": 0, "domain_text": 9}
+    assert counts["ĠZylberstein"] == 6 and counts["Ġpharmacokinetics"] == 3 and counts["Ġhello"] == 6
+    assert sizes == {"general": 0, "transcripts": 6, "prompts": 0, "unlabeled": 9, "domain_text": 9}
     assert FvtOptions(domain_text=(str(terms),)).run_name() != FvtOptions().run_name()
     with pytest.raises(ValueError, match="cannot read"):
         corpus_counts(ctx, FvtOptions(general_words=0, domain_text=(str(tmp_path / "missing.txt"),)))
