@@ -48,6 +48,8 @@ class LiveSession:
         reference: text the user will read (None: no WER, unless prompts are given).
         prompts: read-along prompts shown one after another (their text is the reference).
         options: StreamingOptions.
+        sessions_dir: where `save()` puts its session folder (None: `sessions_root()`); a
+            profile's own `sessions/`, where `adapt --live-sessions` finds them.
     """
 
     def __init__(
@@ -56,8 +58,10 @@ class LiveSession:
         reference: str | None = None,
         prompts: list[str] | None = None,
         options: StreamingOptions = StreamingOptions(),
+        sessions_dir: Path | None = None,
     ):
         self.bundle = bundle
+        self.sessions_dir = sessions_dir
         self.stream = StreamingTranscriber(bundle, options)
         self.wer = RunningWer()
         self.prompts = list(prompts or [])
@@ -122,11 +126,13 @@ class LiveSession:
     def save(self, folder: Path | None = None) -> Path:
         """Write audio.flac, transcript.txt, transcript.json (words with times) and wer.json.
 
-        Returns the folder (a new one under `sessions_root()` unless given).
+        Returns the folder (a new one under `sessions_dir` or `sessions_root()` unless given).
         """
         from asr_app.outputs import atomic_write_text, write_flac_atomic
 
-        folder = folder or sessions_root() / time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(self.started))
+        folder = folder or (self.sessions_dir or sessions_root()) / time.strftime(
+            "%Y-%m-%d_%H-%M-%S", time.localtime(self.started)
+        )
         folder.mkdir(parents=True, exist_ok=True)
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
         write_flac_atomic(folder / "audio.flac", audio, SAMPLE_RATE_HZ)

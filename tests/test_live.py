@@ -63,6 +63,38 @@ def test_live_no_tui_prints_committed_text_and_saves_the_session(tiny, tmp_path,
     assert abs(len(load_audio(saved / "audio.flac")) - 176_000) < 200
 
 
+def test_a_profiles_live_sessions_are_kept_listed_and_become_unlabeled_audio(tiny, tmp_path, monkeypatch, capsys):
+    """`transcribe --live --profile P` saves into P's sessions/, `profiles` counts them, and
+    `adapt --live-sessions` hands their audio to the unlabeled input (a profile without any
+    is told how to make one)."""
+    from asr_app.adapt.unlabeled import live_session_audio
+    from asr_app.cli import build_parser
+    from asr_app.cli.adapt import _adapt_options
+    from asr_app.enroll.profile import Profile, profiles_root
+
+    require_data(JFK)
+    monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path / "data"))
+    spk = Profile.create_or_open(profiles_root() / "spk", speaker="spk")
+    empty = Profile.create_or_open(profiles_root() / "empty", speaker="empty")
+    for profile in (spk, empty):
+        profile._ensure_written()  # an enrolled profile, without takes (none are needed here)
+    argv = ["transcribe", "--live", "--input", str(JFK), "--speed", "0", "--no-tui", "--model", "tiny.en"]
+    assert main(argv + ["--profile", "spk"]) == 0
+    saved = live_session_audio(spk.path)
+    assert len(saved) == 1 and saved[0].parent.parent == spk.path / "sessions"
+    assert abs(len(load_audio(saved[0])) - 176_000) < 200
+    capsys.readouterr()
+    assert main(["profiles"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["spk"][5:7] == ["1", "0.2"] and rows["empty"][5:7] == ["0", "0.0"]  # live sessions, minutes
+
+    args = build_parser().parse_args(["adapt", "--profile", "spk", "--live-sessions", "--unlabeled", str(JFK)])
+    assert _adapt_options(args, spk).unlabeled == (str(JFK), str(saved[0]))
+    assert _adapt_options(build_parser().parse_args(["adapt", "--profile", "spk"]), spk).unlabeled == ()
+    with pytest.raises(ValueError, match="no saved live sessions yet; run `asr-app transcribe --live --profile empty`"):
+        _adapt_options(build_parser().parse_args(["adapt", "--profile", "empty", "--live-sessions"]), empty)
+
+
 def test_live_screen_shows_text_and_wer_and_saves_on_quit(tiny, tmp_path):
     import soundfile as sf
 

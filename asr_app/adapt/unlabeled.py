@@ -47,6 +47,31 @@ def find_audio(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+LIVE_SESSIONS = "sessions"  # a profile's live sessions: sessions/<time>/audio.flac + transcript.json
+
+
+def live_session_audio(profile_dir: Path) -> list[Path]:
+    """The audio of the live sessions saved in a profile (`transcribe --live --profile`),
+    oldest first: `profile_dir/sessions/*/audio.flac` with a non-empty recording."""
+    root = Path(profile_dir) / LIVE_SESSIONS
+    if not root.is_dir():
+        return []
+    return [f for f in sorted(root.glob("*/audio.flac")) if f.stat().st_size > 0]
+
+
+def live_session_minutes(profile_dir: Path) -> float:
+    """Minutes of audio in a profile's live sessions (an unreadable recording counts 0)."""
+    import soundfile as sf
+
+    total = 0.0
+    for audio in live_session_audio(profile_dir):
+        try:
+            total += sf.info(str(audio)).duration
+        except (OSError, RuntimeError):
+            continue
+    return total / 60
+
+
 def _source_key(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}"

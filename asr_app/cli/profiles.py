@@ -16,6 +16,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """`asr-app profiles`: list enrollment profiles and their adapted models; returns the exit code."""
+    from asr_app.adapt.unlabeled import live_session_audio, live_session_minutes
     from asr_app.enroll.profile import Profile, profiles_root
 
     root = profiles_root()
@@ -23,7 +24,11 @@ def run(args) -> int:
     if not found:
         print(f"no profiles yet in {root}: create one with `asr-app enroll --profile NAME`")
         return 0
-    print(f"{'profile':<16} {'hours':>7} {'takes':>6} {'held out':>8} {'sessions':>8}  models")
+    # takes: enrolled (transcribed) audio; live: sessions saved by `transcribe --live --profile`,
+    # audio without transcripts that `adapt --live-sessions` trains on
+    print(
+        f"{'profile':<16} {'hours':>7} {'takes':>6} {'held out':>8} {'enroll sessions':>15} {'live sessions':>13} {'live min':>8}  models"
+    )
     for path in found:
         prof = Profile(path)
         meta = prof.meta()
@@ -32,6 +37,6 @@ def run(args) -> int:
         models = ", ".join(m.get("name", "?") for m in meta.get("models", [])) or "-"
         print(
             f"{path.name:<16} {hours:>7.2f} {len(takes):>6} {sum(t.split == 'heldout' for t in takes):>8} "
-            f"{meta.get('sessions', 0):>8}  {models}"
+            f"{meta.get('sessions', 0):>15} {len(live_session_audio(path)):>13} {live_session_minutes(path):>8.1f}  {models}"
         )
     return 0

@@ -13,6 +13,7 @@ from asr_app.cli.common import (
     add_model_args,
     audio_source,
     load_bundle,
+    open_profile,
     transcribe_options,
 )
 from asr_app.errors import AsrAppError
@@ -48,7 +49,12 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", default=None, help="with --live: text you will read, for live WER")
     p.add_argument("--read-along", action="store_true", help="with --live: show sentences to read, track WER")
     p.add_argument("--no-tui", action="store_true", help="with --live: print committed lines to stdout")
-    p.add_argument("--save-dir", default=None, help="with --live: save the session here (default: data dir)")
+    p.add_argument(
+        "--save-dir",
+        default=None,
+        help="with --live: save the session here (default: the --profile's sessions/, "
+        "which `asr-app adapt --live-sessions` learns from, else the data dir)",
+    )
     p.set_defaults(func=run)
 
 
@@ -176,7 +182,10 @@ def run_live(args) -> int:
 
         prompts = [p.text for p in builtin_prompts()]
     source = audio_source(args)
-    session = LiveSession(load_bundle(args), reference=reference, prompts=prompts)
+    sessions_dir = None
+    if args.profile or args.profile_dir:  # the profile keeps its sessions: `adapt --live-sessions`
+        sessions_dir = open_profile(args).path / "sessions"
+    session = LiveSession(load_bundle(args), reference=reference, prompts=prompts, sessions_dir=sessions_dir)
     save_dir = Path(args.save_dir) if args.save_dir else None
     if args.no_tui:
         if prompts:
