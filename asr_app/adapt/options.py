@@ -233,6 +233,12 @@ class AdaptOptions:
             name += f"-lwti{self.layerwise_teacher_input:g}"
         if self.layerwise_vtlp != default["layerwise_vtlp"].default:
             name += f"-vtlp{self.layerwise_vtlp:g}"
+        if self.lora_rank != default["lora_rank"].default:
+            name += f"-lora{self.lora_rank}"
+        if self.batch_size != default["batch_size"].default:
+            name += f"-bs{self.batch_size}"
+        if self.seed != default["seed"].default:
+            name += f"-seed{self.seed}"
         if self.finetune_lora != default["finetune_lora"].default:
             name += f"-ft{self.finetune_lora}"
         if tuple(self.speed_perturb) != default["speed_perturb"].default:

@@ -241,6 +241,10 @@ def test_pruned_ffn_full_width_is_exact_and_refit_beats_keeping_columns():
     from asr_app.cli import build_parser
 
     assert AdaptOptions.from_flat(ffn_method="prune").run_name() == "tiny.en-keep0.55-ffnprune"
+    # another LoRA rank, batch or seed is another run, not "a run with other options"
+    assert (
+        AdaptOptions.from_flat(lora_rank=384, batch_size=4, seed=1).run_name() == "tiny.en-keep0.55-lora384-bs4-seed1"
+    )
     assert build_parser().parse_args(["adapt", "--profile", "p", "--ffn-method", "prune"]).ffn_method == "prune"
     with pytest.raises(ValueError, match="ffn_method"):
         AdaptOptions.from_flat(ffn_method="svd")
