@@ -50,6 +50,8 @@ class LiveSession:
         options: StreamingOptions.
         sessions_dir: where `save()` puts its session folder (None: `sessions_root()`); a
             profile's own `sessions/`, where `adapt --live-sessions` finds them.
+        input_path: the file replayed instead of the microphone (`--input`), recorded in
+            transcript.json so that `adapt --live-sessions` leaves the replay out.
     """
 
     def __init__(
@@ -59,9 +61,11 @@ class LiveSession:
         prompts: list[str] | None = None,
         options: StreamingOptions = StreamingOptions(),
         sessions_dir: Path | None = None,
+        input_path: str | None = None,
     ):
         self.bundle = bundle
         self.sessions_dir = sessions_dir
+        self.input_path = input_path
         self.stream = StreamingTranscriber(bundle, options)
         self.wer = RunningWer()
         self.prompts = list(prompts or [])
@@ -145,6 +149,7 @@ class LiveSession:
             json.dumps(
                 {
                     "model": self.bundle.name,
+                    **({"input": str(self.input_path)} if self.input_path else {}),
                     "audio_s": round(self.stream.audio_s, 2),
                     "rtf": round(self.rtf, 4),
                     "text": self.stream.committed_text,

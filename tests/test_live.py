@@ -3,6 +3,7 @@
 import asyncio
 import json
 
+import numpy as np
 import pytest
 
 from asr_app.audio import load_audio
@@ -64,9 +65,10 @@ def test_live_no_tui_prints_committed_text_and_saves_the_session(tiny, tmp_path,
 
 
 def test_a_profiles_live_sessions_are_kept_listed_and_become_unlabeled_audio(tiny, tmp_path, monkeypatch, capsys):
-    """`transcribe --live --profile P` saves into P's sessions/, `profiles` counts them, and
-    `adapt --live-sessions` hands their audio to the unlabeled input (a profile without any
-    is told how to make one)."""
+    """`transcribe --live --profile P` saves into P's sessions/; `profiles` counts the
+    recorded ones and `adapt --live-sessions` hands their audio to the unlabeled input. A
+    replayed file (`--input`, perhaps a held-out take) and a session without audio are left
+    out, and a profile without sessions is told how to record one."""
     from asr_app.adapt.unlabeled import live_session_audio
     from asr_app.cli import build_parser
     from asr_app.cli.adapt import _adapt_options
@@ -80,18 +82,29 @@ def test_a_profiles_live_sessions_are_kept_listed_and_become_unlabeled_audio(tin
         profile._ensure_written()  # an enrolled profile, without takes (none are needed here)
     argv = ["transcribe", "--live", "--input", str(JFK), "--speed", "0", "--no-tui", "--model", "tiny.en"]
     assert main(argv + ["--profile", "spk"]) == 0
-    saved = live_session_audio(spk.path)
-    assert len(saved) == 1 and saved[0].parent.parent == spk.path / "sessions"
-    assert abs(len(load_audio(saved[0])) - 176_000) < 200
+    (replayed,) = (spk.path / "sessions").glob("*/audio.flac")
+    assert json.loads((replayed.parent / "transcript.json").read_text())["input"] == str(JFK)
+    assert live_session_audio(spk.path) == []  # a replay is no recording of the user
+
+    recorded = LiveSession(tiny, sessions_dir=spk.path / "sessions")  # as the microphone feeds it
+    for chunk in np.array_split(load_audio(JFK), 40):
+        recorded.insert_audio(chunk)
+        recorded.process()
+    recorded.finish()
+    folder = recorded.save(spk.path / "sessions" / "recorded")
+    LiveSession(tiny).save(spk.path / "sessions" / "silent")  # stopped at once: no samples
+    assert live_session_audio(spk.path) == [folder / "audio.flac"]
     capsys.readouterr()
     assert main(["profiles"]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert rows["spk"][5:7] == ["1", "0.2"] and rows["empty"][5:7] == ["0", "0.0"]  # live sessions, minutes
 
     args = build_parser().parse_args(["adapt", "--profile", "spk", "--live-sessions", "--unlabeled", str(JFK)])
-    assert _adapt_options(args, spk).unlabeled == (str(JFK), str(saved[0]))
+    assert _adapt_options(args, spk).unlabeled == (str(JFK.resolve()), str((folder / "audio.flac").resolve()))
     assert _adapt_options(build_parser().parse_args(["adapt", "--profile", "spk"]), spk).unlabeled == ()
-    with pytest.raises(ValueError, match="no saved live sessions yet; run `asr-app transcribe --live --profile empty`"):
+    with pytest.raises(
+        ValueError, match="no recorded live sessions yet; run `asr-app transcribe --live --profile empty`"
+    ):
         _adapt_options(build_parser().parse_args(["adapt", "--profile", "empty", "--live-sessions"]), empty)
 
 

@@ -275,7 +275,8 @@ class Adapter:
                 ctx.bundle,
                 self.folder,
                 lambda n, total: ctx.event("progress", ("unlabeled", n, total)),
-                lambda path, reason: ctx.event("info", f"warning: --unlabeled {path}: skipped ({reason})"),
+                lambda path, reason: ctx.event("info", f"warning: --unlabeled: skipped ({reason})"),
+                exclude=[ctx.profile.path / t.audio for t in ctx.profile.takes()],  # held-out takes never train
             )
         except FileNotFoundError as e:
             raise AdaptError(str(e)) from None
@@ -377,7 +378,11 @@ class Adapter:
         atomic_write_text(ctx.model_dir / "report.json", text)
         from asr_app.adapt.plot import PICTURE, plot_wer_against_size
 
-        picture = plot_wer_against_size(self.profile.path, ctx.model_dir / PICTURE)
+        try:
+            picture = plot_wer_against_size(self.profile.path, ctx.model_dir / PICTURE)
+        except (OSError, ValueError, RuntimeError) as e:  # the model and its report are saved already
+            ctx.event("info", f"warning: no {PICTURE} ({e})")
+            picture = None
         if picture is not None:
             ctx.event("info", f"WER against size of every model of this profile: {picture}")
 

@@ -16,8 +16,9 @@ PICTURE = "wer_vs_size.png"
 SET_TITLES = {"heldout": "held-out takes", "speaker": "speaker's other recordings", "general": "other voices"}
 
 
-def measured_points(reports: list[dict]) -> dict[tuple[str, str], list[tuple[str, float, float]]]:
-    """(set name, set label) -> [(model name, whole-model parameters in millions, WER %)].
+def measured_points(reports: list[dict]) -> dict[tuple[str, str], list[tuple[str, float, float, bool]]]:
+    """(set name, set label) -> [(model name, whole-model parameters in millions, WER %,
+    whether it is an original model)].
 
     Args:
         reports: `AdaptReport.to_dict()`s (report.json), each with "params" and "wer".
@@ -25,7 +26,7 @@ def measured_points(reports: list[dict]) -> dict[tuple[str, str], list[tuple[str
         Each report's compressed model once, and each base model once per set (its
         "original" figures), in the order met.
     """
-    points: dict[tuple[str, str], list[tuple[str, float, float]]] = {}
+    points: dict[tuple[str, str], list[tuple[str, float, float, bool]]] = {}
     seen: set = set()
     for r in reports:
         params = r.get("params") or {}
@@ -38,9 +39,9 @@ def measured_points(reports: list[dict]) -> dict[tuple[str, str], list[tuple[str
             rows = points.setdefault(key, [])
             if "original" in row and (key, base) not in seen:
                 seen.add((key, base))
-                rows.append((base, params["original"]["model"] / 1e6, float(row["original"])))
+                rows.append((base, params["original"]["model"] / 1e6, float(row["original"]), True))
             if "compressed" in row:
-                rows.append((name, params["compressed"]["model"] / 1e6, float(row["compressed"])))
+                rows.append((name, params["compressed"]["model"] / 1e6, float(row["compressed"]), False))
     return points
 
 
@@ -51,12 +52,10 @@ def plot_wer_against_size(profile_dir: Path, out: Path) -> Path | None:
         profile_dir: the profile folder (reads `models/*/report.json`).
         out: the PNG to write.
     Returns:
-        `out`, or None when no report has both sizes and WER.
+        `out` (written whole: a temporary file renamed), or None when no report has both
+        sizes and WER.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
     reports = []
     for path in sorted((profile_dir / "models").glob("*/report.json")):
@@ -67,10 +66,10 @@ def plot_wer_against_size(profile_dir: Path, out: Path) -> Path | None:
     points = measured_points(reports)
     if not points:
         return None
-    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points), 4.2), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(points), 4.2))
+    axes = fig.subplots(1, len(points), squeeze=False)
     for ax, ((set_name, label), rows) in zip(axes[0], points.items()):
-        for model, size, wer in rows:
-            original = "-" not in model  # an original's name is its base ("tiny.en"), a run's has options
+        for model, size, wer, original in rows:
             ax.scatter(size, wer, marker="*" if original else "o", s=120 if original else 40, zorder=3)
             ax.annotate(model, (size, wer), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_title(f"{SET_TITLES.get(set_name, set_name)}\n{label}", fontsize=8)
@@ -80,6 +79,7 @@ def plot_wer_against_size(profile_dir: Path, out: Path) -> Path | None:
     fig.suptitle(f"profile {profile_dir.name}: WER against size (stars: original models)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    tmp = out.with_name(out.name + ".tmp")
+    fig.savefig(tmp, dpi=120, format="png")
+    tmp.replace(out)
     return out

@@ -16,15 +16,19 @@ reported and skipped.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 MAX_CLIP_S = 28.0  # a clip plus its timestamps fits one 30-second window
+MIN_CLIP_S = 0.5  # shorter clips (a timestamp past the audio's end) teach nothing
 CLIP_FOLDER = "unlabeled"
 
 
-def find_audio(paths: Iterable[str | Path]) -> list[Path]:
-    """The audio files named, or found (recursively, sorted) under the folders named.
+def find_audio(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> list[Path]:
+    """The audio files named, or found (recursively, sorted) under the folders named, each
+    once (a file named and also under a folder named counts once), absolute, without the
+    files in `exclude` (a profile's takes: held-out takes must never be trained on).
 
     Raises:
         FileNotFoundError: a path that does not exist, or a folder without audio files.
@@ -44,19 +48,36 @@ def find_audio(paths: Iterable[str | Path]) -> list[Path]:
             found += files
         else:
             raise FileNotFoundError(f"--unlabeled {p}: no such file or folder")
-    return found
+    skip = {Path(e).resolve() for e in exclude}
+    unique: dict[Path, None] = {}
+    for f in found:
+        if f.resolve() not in skip:
+            unique.setdefault(f.resolve(), None)
+    return list(unique)
 
 
 LIVE_SESSIONS = "sessions"  # a profile's live sessions: sessions/<time>/audio.flac + transcript.json
 
 
 def live_session_audio(profile_dir: Path) -> list[Path]:
-    """The audio of the live sessions saved in a profile (`transcribe --live --profile`),
-    oldest first: `profile_dir/sessions/*/audio.flac` with a non-empty recording."""
+    """The audio of the live sessions recorded in a profile (`transcribe --live --profile`),
+    oldest first: `profile_dir/sessions/*/audio.flac` with samples and a transcript.json;
+    sessions that replayed a file (`--input`, recorded in transcript.json) are left out."""
     root = Path(profile_dir) / LIVE_SESSIONS
     if not root.is_dir():
         return []
-    return [f for f in sorted(root.glob("*/audio.flac")) if f.stat().st_size > 0]
+    import soundfile as sf
+
+    found = []
+    for f in sorted(root.glob("*/audio.flac")):
+        try:
+            meta = json.loads((f.parent / "transcript.json").read_text(encoding="utf-8"))
+            if meta.get("input") or sf.info(str(f)).frames == 0:
+                continue  # a replayed file (it may be a held-out take), or a session with no audio
+        except (OSError, ValueError, RuntimeError):
+            continue  # cut off before it was saved whole
+        found.append(f)
+    return found
 
 
 def live_session_minutes(profile_dir: Path) -> float:
@@ -84,7 +105,8 @@ def group_segments(segments, max_clip_s: float = MAX_CLIP_S) -> list[tuple[float
         segments: `transcribe.Segment`s in time order (seconds in the file).
     Returns:
         (start_s, end_s, text) per clip; a segment decoded at a temperature above 0 (a
-        fallback) or without text ends the clip before it and is left out.
+        fallback), without text or longer than `max_clip_s` by itself ends the clip before
+        it and is left out.
     """
     clips: list[tuple[float, float, str]] = []
     start = end = None
@@ -115,6 +137,7 @@ def teacher_labelled(
     folder: Path,
     on_progress: Callable[[int, int], None] | None = None,
     on_error: Callable[[Path, str], None] | None = None,
+    exclude: Iterable[str | Path] = (),
 ):
     """Teacher-transcribed clips of the unlabeled audio under `paths`, as training utterances.
 
@@ -126,6 +149,7 @@ def teacher_labelled(
         on_progress: called with (files done, files) after each file.
         on_error: called with (file, reason) for each file that cannot be decoded; it is
             skipped and the others go on.
+        exclude: files never to use (the profile's takes), as `find_audio`.
     Returns:
         (utterances, summary): `datasets.Utterance`s (clip path, the teacher's text,
         speaker "unlabeled", duration in seconds) and {"files", "failed", "clips", "minutes"}.
@@ -138,14 +162,17 @@ def teacher_labelled(
     from asr_app.datasets import Utterance
     from asr_app.transcribe import TranscribeOptions, Transcriber
 
-    files = find_audio(paths)
+    files = find_audio(paths, exclude)
     out_dir = folder / CLIP_FOLDER
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.jsonl"
     done: dict[str, list[dict]] = {}
     if manifest.is_file():
         for line in manifest.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut off by an interruption: that file is transcribed again
             done[row["source"]] = row["clips"]
     transcriber = None
     failed = 0
@@ -167,11 +194,15 @@ def teacher_labelled(
             for k, (start, end, text) in enumerate(group_segments(segments)):
                 clip = out_dir / f"{len(done):05d}-{k:03d}.flac"
                 a, b = int(start * SAMPLE_RATE_HZ), min(len(signal), int(end * SAMPLE_RATE_HZ))
+                if b - a < MIN_CLIP_S * SAMPLE_RATE_HZ:
+                    continue
                 sf.write(str(clip), signal[a:b], SAMPLE_RATE_HZ)
                 rows.append({"audio": clip.name, "text": text, "duration_s": round((b - a) / SAMPLE_RATE_HZ, 3)})
             done[key] = rows
             with manifest.open("a", encoding="utf-8") as f:
                 f.write(json.dumps({"source": key, "clips": rows}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
         for k, row in enumerate(done[key]):
             utts.append(
                 Utterance(f"unlabeled-{n}-{k}", out_dir / row["audio"], row["text"], "unlabeled", row["duration_s"])

@@ -35,9 +35,6 @@ def _adapt_options(args, profile=None):
     for path in args.domain_text or ():
         if not Path(path).is_file():
             raise ValueError(f"--domain-text {path}: no such file")
-    for path in args.unlabeled or ():
-        if not Path(path).exists():
-            raise ValueError(f"--unlabeled {path}: no such file or folder")
     for dest, field in FVT_OPTIONS.items():
         if getattr(args, dest) is not None:
             method[field] = tuple(getattr(args, dest)) if dest == "domain_text" else getattr(args, dest)
@@ -60,7 +57,7 @@ def _adapt_options(args, profile=None):
         layerwise_vtlp=args.layerwise_vtlp,
         replay=tuple(args.replay or ()),
         replay_ratio=args.replay_ratio,
-        unlabeled=tuple(args.unlabeled or ()) + _live_sessions(args, profile),
+        unlabeled=_unlabeled_files(args, profile),
         stages=stages,
         control=not args.no_control,
         general_set=args.general_set,
@@ -111,20 +108,26 @@ class _StageBars:
         self.bars.clear()
 
 
-def _live_sessions(args, profile) -> tuple[str, ...]:
-    """With --live-sessions, the audio of the profile's saved live sessions (one file each, so
-    another set of sessions is another run); ValueError when it has none."""
-    if not getattr(args, "live_sessions", False) or profile is None:
-        return ()
-    from asr_app.adapt.unlabeled import live_session_audio
+def _unlabeled_files(args, profile) -> tuple[str, ...]:
+    """The audio files of --unlabeled (folders searched) and, with --live-sessions, of the
+    profile's live sessions, each once: the run's name hashes them, so files added to a
+    folder make another run. ValueError for a missing path, a folder without audio, or
+    --live-sessions on a profile without any."""
+    from asr_app.adapt.unlabeled import find_audio, live_session_audio
 
-    found = live_session_audio(profile.path)
-    if not found:
-        raise ValueError(
-            f"--live-sessions: profile {profile.path.name} has no saved live sessions yet; "
-            f"run `asr-app transcribe --live --profile {profile.path.name}` first"
-        )
-    return tuple(str(f) for f in found)
+    paths = list(args.unlabeled or ())
+    if getattr(args, "live_sessions", False) and profile is not None:
+        sessions = live_session_audio(profile.path)
+        if not sessions:
+            raise ValueError(
+                f"--live-sessions: profile {profile.path.name} has no recorded live sessions yet; "
+                f"run `asr-app transcribe --live --profile {profile.path.name}` first"
+            )
+        paths += sessions
+    try:
+        return tuple(str(f) for f in find_audio(paths))
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
 
 
 def run(args) -> int:

@@ -184,8 +184,12 @@ def run_live(args) -> int:
     source = audio_source(args)
     sessions_dir = None
     if args.profile or args.profile_dir:  # the profile keeps its sessions: `adapt --live-sessions`
-        sessions_dir = open_profile(args).path / "sessions"
-    session = LiveSession(load_bundle(args), reference=reference, prompts=prompts, sessions_dir=sessions_dir)
+        from asr_app.adapt.unlabeled import LIVE_SESSIONS
+
+        sessions_dir = open_profile(args).path / LIVE_SESSIONS
+    session = LiveSession(
+        load_bundle(args), reference=reference, prompts=prompts, sessions_dir=sessions_dir, input_path=args.input
+    )
     save_dir = Path(args.save_dir) if args.save_dir else None
     if args.no_tui:
         if prompts:

@@ -71,6 +71,10 @@ def test_teacher_transcribes_unlabeled_audio_skips_a_corrupt_file_and_resumes(ti
     again, summary_again = teacher_labelled([source], tiny, run, on_error=lambda p, why: None)
     assert [(u.audio, u.text) for u in again] == [(u.audio, u.text) for u in utts]
     assert summary_again["clips"] == summary["clips"]
+    # an interruption that cut the manifest's last line off: the run still resumes
+    manifest = run / "unlabeled" / "manifest.jsonl"
+    manifest.write_text(manifest.read_text() + '{"source": "cut off', encoding="utf-8")
+    assert len(teacher_labelled([source], tiny, run, on_error=lambda p, why: None)[0]) == len(utts)
 
 
 def test_unlabeled_paths_that_do_not_exist_or_hold_no_audio_are_named(tmp_path):
@@ -82,3 +86,16 @@ def test_unlabeled_paths_that_do_not_exist_or_hold_no_audio_are_named(tmp_path):
     (tmp_path / "notes" / "a.txt").write_text("x")
     with pytest.raises(FileNotFoundError, match="no audio files"):
         find_audio([tmp_path / "notes"])
+
+
+def test_unlabeled_files_are_found_once_and_a_profiles_takes_never(tmp_path):
+    import soundfile as sf
+
+    from asr_app.adapt.unlabeled import find_audio
+
+    (tmp_path / "rec" / "takes").mkdir(parents=True)
+    for name in ("a.flac", "takes/held.flac"):
+        sf.write(str(tmp_path / "rec" / name), np.zeros(1600, np.float32), 16000)
+    a, held = (tmp_path / "rec" / "a.flac").resolve(), (tmp_path / "rec" / "takes" / "held.flac").resolve()
+    assert find_audio([tmp_path / "rec", tmp_path / "rec" / "a.flac"]) == [a, held]  # named twice: once
+    assert find_audio([tmp_path / "rec"], exclude=[tmp_path / "rec" / "takes" / "held.flac"]) == [a]
