@@ -69,7 +69,7 @@ def test_a_profiles_live_sessions_are_kept_listed_and_become_unlabeled_audio(tin
     recorded ones and `adapt --live-sessions` hands their audio to the unlabeled input. A
     replayed file (`--input`, perhaps a held-out take) and a session without audio are left
     out, and a profile without sessions is told how to record one."""
-    from asr_app.adapt.unlabeled import live_session_audio
+    from asr_app.adapt.unlabeled import live_sessions
     from asr_app.cli import build_parser
     from asr_app.cli.adapt import _adapt_options
     from asr_app.enroll.profile import Profile, profiles_root
@@ -84,7 +84,7 @@ def test_a_profiles_live_sessions_are_kept_listed_and_become_unlabeled_audio(tin
     assert main(argv + ["--profile", "spk"]) == 0
     (replayed,) = (spk.path / "sessions").glob("*/audio.flac")
     assert json.loads((replayed.parent / "transcript.json").read_text())["input"] == str(JFK)
-    assert live_session_audio(spk.path) == []  # a replay is no recording of the user
+    assert live_sessions(spk.path) == []  # a replay is no recording of the user
 
     recorded = LiveSession(tiny, sessions_dir=spk.path / "sessions")  # as the microphone feeds it
     for chunk in np.array_split(load_audio(JFK), 40):
@@ -93,7 +93,7 @@ def test_a_profiles_live_sessions_are_kept_listed_and_become_unlabeled_audio(tin
     recorded.finish()
     folder = recorded.save(spk.path / "sessions" / "recorded")
     LiveSession(tiny).save(spk.path / "sessions" / "silent")  # stopped at once: no samples
-    assert live_session_audio(spk.path) == [folder / "audio.flac"]
+    assert [audio for audio, _ in live_sessions(spk.path)] == [folder / "audio.flac"]
     capsys.readouterr()
     assert main(["profiles"]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}

@@ -36,6 +36,18 @@ def _default_methods() -> tuple:
     return tuple(method_options(name) for name in DEFAULT_METHODS)
 
 
+# (AdaptOptions field, its tag in a run's folder name), in the order the name lists them
+RUN_NAME_TAGS = (
+    ("kd_weight", "kd"),
+    ("layerwise_teacher_input", "lwti"),
+    ("layerwise_vtlp", "vtlp"),
+    ("lora_rank", "lora"),
+    ("batch_size", "bs"),
+    ("seed", "seed"),
+    ("finetune_lora", "ft"),
+)
+
+
 @dataclass(frozen=True)
 class AdaptOptions:
     """Options of one adaptation run shared by every method; each chosen method's own
@@ -227,20 +239,10 @@ class AdaptOptions:
             default["finetune_epochs"].default,
         ):
             name += f"-ep{self.layerwise_epochs:g}+{self.finetune_epochs:g}"
-        if self.kd_weight != default["kd_weight"].default:
-            name += f"-kd{self.kd_weight:g}"
-        if self.layerwise_teacher_input != default["layerwise_teacher_input"].default:
-            name += f"-lwti{self.layerwise_teacher_input:g}"
-        if self.layerwise_vtlp != default["layerwise_vtlp"].default:
-            name += f"-vtlp{self.layerwise_vtlp:g}"
-        if self.lora_rank != default["lora_rank"].default:
-            name += f"-lora{self.lora_rank}"
-        if self.batch_size != default["batch_size"].default:
-            name += f"-bs{self.batch_size}"
-        if self.seed != default["seed"].default:
-            name += f"-seed{self.seed}"
-        if self.finetune_lora != default["finetune_lora"].default:
-            name += f"-ft{self.finetune_lora}"
+        for field_name, tag in RUN_NAME_TAGS:  # one option each, named only when not its default
+            value = getattr(self, field_name)
+            if value != default[field_name].default:
+                name += f"-{tag}{format(value, 'g') if isinstance(value, float) else value}"
         if tuple(self.speed_perturb) != default["speed_perturb"].default:
             name += "-sp" + ("_".join(f"{sp:g}" for sp in self.speed_perturb) or "off")
         if self.unlabeled:

@@ -49,48 +49,31 @@ def find_audio(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) 
         else:
             raise FileNotFoundError(f"--unlabeled {p}: no such file or folder")
     skip = {Path(e).resolve() for e in exclude}
-    unique: dict[Path, None] = {}
-    for f in found:
-        if f.resolve() not in skip:
-            unique.setdefault(f.resolve(), None)
-    return list(unique)
+    unique = dict.fromkeys(f.resolve() for f in found)  # first occurrence kept, in order
+    return [f for f in unique if f not in skip]
 
 
 LIVE_SESSIONS = "sessions"  # a profile's live sessions: sessions/<time>/audio.flac + transcript.json
 
 
-def live_session_audio(profile_dir: Path) -> list[Path]:
-    """The audio of the live sessions recorded in a profile (`transcribe --live --profile`),
-    oldest first: `profile_dir/sessions/*/audio.flac` with samples and a transcript.json;
-    sessions that replayed a file (`--input`, recorded in transcript.json) are left out."""
-    root = Path(profile_dir) / LIVE_SESSIONS
-    if not root.is_dir():
-        return []
-    import soundfile as sf
+def live_sessions(profile_dir: Path) -> list[tuple[Path, float]]:
+    """The live sessions recorded in a profile (`transcribe --live --profile`), oldest first:
+    (`profile_dir/sessions/<time>/audio.flac`, its duration in seconds) for each one with
+    audio and a transcript.json; sessions that replayed a file (`--input`, recorded in
+    transcript.json: it may be a held-out take) are left out."""
+    from asr_app.audio import audio_duration_s
 
+    root = Path(profile_dir) / LIVE_SESSIONS
     found = []
-    for f in sorted(root.glob("*/audio.flac")):
+    for f in sorted(root.glob("*/audio.flac")) if root.is_dir() else []:
         try:
             meta = json.loads((f.parent / "transcript.json").read_text(encoding="utf-8"))
-            if meta.get("input") or sf.info(str(f)).frames == 0:
-                continue  # a replayed file (it may be a held-out take), or a session with no audio
-        except (OSError, ValueError, RuntimeError):
+        except (OSError, ValueError):
             continue  # cut off before it was saved whole
-        found.append(f)
+        duration_s = audio_duration_s(f)  # 0.0: no samples, or unreadable
+        if not meta.get("input") and duration_s > 0:
+            found.append((f, duration_s))
     return found
-
-
-def live_session_minutes(profile_dir: Path) -> float:
-    """Minutes of audio in a profile's live sessions (an unreadable recording counts 0)."""
-    import soundfile as sf
-
-    total = 0.0
-    for audio in live_session_audio(profile_dir):
-        try:
-            total += sf.info(str(audio)).duration
-        except (OSError, RuntimeError):
-            continue
-    return total / 60
 
 
 def _source_key(path: Path) -> str:

@@ -113,11 +113,11 @@ def _unlabeled_files(args, profile) -> tuple[str, ...]:
     profile's live sessions, each once: the run's name hashes them, so files added to a
     folder make another run. ValueError for a missing path, a folder without audio, or
     --live-sessions on a profile without any."""
-    from asr_app.adapt.unlabeled import find_audio, live_session_audio
+    from asr_app.adapt.unlabeled import find_audio, live_sessions
 
     paths = list(args.unlabeled or ())
     if getattr(args, "live_sessions", False) and profile is not None:
-        sessions = live_session_audio(profile.path)
+        sessions = [audio for audio, _ in live_sessions(profile.path)]
         if not sessions:
             raise ValueError(
                 f"--live-sessions: profile {profile.path.name} has no recorded live sessions yet; "

@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """`asr-app profiles`: list enrollment profiles and their adapted models; returns the exit code."""
-    from asr_app.adapt.unlabeled import live_session_audio, live_session_minutes
+    from asr_app.adapt.unlabeled import live_sessions
     from asr_app.enroll.profile import Profile, profiles_root
 
     root = profiles_root()
@@ -35,8 +35,10 @@ def run(args) -> int:
         takes = prof.takes()
         hours = sum(t.duration_s for t in takes) / 3600
         models = ", ".join(m.get("name", "?") for m in meta.get("models", [])) or "-"
+        live = live_sessions(path)
+        live_min = sum(seconds for _, seconds in live) / 60
         print(
             f"{path.name:<16} {hours:>7.2f} {len(takes):>6} {sum(t.split == 'heldout' for t in takes):>8} "
-            f"{meta.get('sessions', 0):>15} {len(live_session_audio(path)):>13} {live_session_minutes(path):>8.1f}  {models}"
+            f"{meta.get('sessions', 0):>15} {len(live):>13} {live_min:>8.1f}  {models}"
         )
     return 0
