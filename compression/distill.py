@@ -19,13 +19,16 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr_app.compression.surgery import encoder_of
+from asr_app.compression.surgery import decoder_of, encoder_of
+
+LAYER_LOSSES = ("nmse", "decoder")
+ENCODER_POSITION_S = 0.02  # one encoder position per 2 log-mel frames of 10 ms
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,15 @@ class TrainConfig:
         vtlp: layer-wise distillation warps each window's log-mel along frequency by a factor
             drawn from [1 - vtlp, 1 + vtlp] before teacher and student see it (0: off; see
             `warp_mel`).
+        layer_loss: layer-wise distillation's comparison: "nmse" (raw layer outputs) or
+            "decoder" (each layer's output as the next reads it: inner layers after the next
+            teacher layer's LayerNorm, the last after the final LayerNorm in every decoder
+            layer's cross-attention key/value space; see `LayerTargets`).
+        padding_weight: layer-wise weight of encoder positions after a window's audio
+            (Whisper pads every window to 30 s); 1 weighs them as speech. Needs batches
+            that carry each window's audio length.
+        attention_kl: layer-wise weight of the per-head attention-map KL between teacher and
+            student self-attention (`attention_map_kl`; 0: off).
         deadline_s: time.monotonic() after which the stage stops, or None.
         checkpoint_every: steps between `on_checkpoint` calls.
     """
@@ -54,6 +66,9 @@ class TrainConfig:
     kd_temperature: float = 1.0
     teacher_input_weight: float = 1.0
     vtlp: float = 0.0
+    layer_loss: str = "nmse"
+    padding_weight: float = 1.0
+    attention_kl: float = 0.0
     deadline_s: float | None = None
     checkpoint_every: int = 25
 
@@ -66,6 +81,12 @@ class TrainConfig:
             raise ValueError(f"teacher_input_weight must be >= 0, got {self.teacher_input_weight}")
         if not 0 <= self.vtlp < 0.5:
             raise ValueError(f"vtlp must be in [0, 0.5), got {self.vtlp}")
+        if self.layer_loss not in LAYER_LOSSES:
+            raise ValueError(f"layer_loss must be one of {', '.join(LAYER_LOSSES)}, got {self.layer_loss!r}")
+        if not 0 <= self.padding_weight <= 1:
+            raise ValueError(f"padding_weight must be in [0, 1], got {self.padding_weight}")
+        if self.attention_kl < 0:
+            raise ValueError(f"attention_kl must be >= 0, got {self.attention_kl}")
 
 
 def _schedule(optimizer, step: int, cfg: TrainConfig) -> None:
@@ -176,10 +197,130 @@ def warp_mel(mel: Tensor, alpha: Tensor) -> Tensor:
     return pick(lo) * (1 - frac) + pick(hi) * frac
 
 
+def position_weights(audio_s: Tensor, positions: int, padding_weight: float) -> Tensor:
+    """Weights of a window's encoder positions: 1 over its audio, `padding_weight` after.
+
+    Args:
+        audio_s: (batch,) seconds of audio in each window (the rest of 30 s is padding).
+        positions: encoder positions per window (1500 for Whisper: 20 ms each).
+        padding_weight: weight of a position that starts after the audio, in [0, 1].
+    Returns:
+        (batch, positions) float32.
+    """
+    start = torch.arange(positions, dtype=torch.float32, device=audio_s.device) * ENCODER_POSITION_S
+    speech = start[None, :] < audio_s.to(torch.float32)[:, None]
+    return torch.where(speech, 1.0, float(padding_weight))
+
+
+def weighted_nmse(out: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Normalized squared error, position-weighted:
+    sum_t w_t ||out_t - target_t||^2 / sum_t w_t ||target_t||^2.
+
+    Args:
+        out, target: (batch, positions, features); weights: (batch, positions) or None (all 1).
+    Returns:
+        A scalar; with weights None it equals mse(out, target) / mean(target^2).
+    """
+    err, ref = (out - target).pow(2).sum(-1), target.pow(2).sum(-1)
+    if weights is not None:
+        err, ref = err * weights, ref * weights
+    return err.sum() / ref.sum().clamp_min(1e-12)
+
+
+class LayerTargets:
+    """The space in which layer-wise distillation compares each encoder layer's output.
+
+    "nmse": the raw output (the residual stream). On tiny.en a handful of its 384 channels
+    hold about a third of its energy, and no later layer reads it raw. "decoder": the output
+    as it is read next: an inner layer's through the next teacher layer's self-attention
+    LayerNorm; the last layer's through the encoder's final LayerNorm and then every decoder
+    layer's cross-attention key and value projections (what the decoder attends to), all
+    taken from the frozen teacher.
+
+    Args:
+        teacher: the original Whisper model (frozen). mode: one of `LAYER_LOSSES`.
+    Raises:
+        ValueError: an unknown mode.
+    Source: layer-normed hidden-state matching as in CALD's layer-wise distillation (He &
+    Garner, 2024); matching in the decoder's cross-attention key/value space is ours.
+    """
+
+    def __init__(self, teacher: nn.Module, mode: str):
+        if mode not in LAYER_LOSSES:
+            raise ValueError(f"layer loss must be one of {', '.join(LAYER_LOSSES)}, got {mode!r}")
+        self.mode = mode
+        encoder = encoder_of(teacher)
+        self._norms = [layer.self_attn_layer_norm for layer in encoder.layers[1:]]
+        self._final_norm = encoder.layer_norm
+        self._cross = [(d.encoder_attn.k_proj, d.encoder_attn.v_proj) for d in decoder_of(teacher).layers]
+
+    def __call__(self, index: int, hidden: Tensor) -> Tensor:
+        """Layer `index`'s output (batch, positions, d_model) in the compared space:
+        (batch, positions, d_model), or for the last layer in "decoder" mode
+        (batch, positions, 2 * decoder_layers * d_model)."""
+        if self.mode == "nmse":
+            return hidden
+        if index < len(self._norms):
+            return self._norms[index](hidden)
+        normed = self._final_norm(hidden)
+        return torch.cat([proj(normed) for pair in self._cross for proj in pair], dim=-1)
+
+
+def _head_logits(attn, x: Tensor, query_stride: int) -> Tensor:
+    """Attention logits per head, (batch, heads, ceil(positions / query_stride), positions),
+    of a dense Hugging Face `WhisperAttention` or a `TwinSelfAttention` (its per-head ranks,
+    the scale folded into q_proj); projections are called as modules (LoRA applies)."""
+    twin = hasattr(attn, "ranks")
+    sizes = list(attn.ranks) if twin else [attn.head_dim] * attn.num_heads
+    scale = 1.0 if twin else attn.scaling
+    q, k = attn.q_proj(x[:, ::query_stride]), attn.k_proj(x)
+    return torch.stack(
+        [qh @ kh.mT * scale for qh, kh in zip(q.split(sizes, -1), k.split(sizes, -1))],
+        dim=1,
+    )
+
+
+def attention_map_kl(
+    teacher_layer: Any,
+    student_layer: Any,
+    x: Tensor,
+    weights: Tensor | None = None,
+    query_stride: int = 4,
+) -> Tensor:
+    """Per-head KL(teacher attention || student attention) of one encoder layer's
+    self-attention on the same input, averaged over heads and (weighted) query positions.
+
+    The query/key twins act only through the attention map, so this term trains them on
+    what they compute, not through the value path.
+
+    Args:
+        teacher_layer, student_layer: encoder layers (`self_attn_layer_norm`, `self_attn`);
+            the student's attention dense or a `TwinSelfAttention`, with the same heads.
+        x: (batch, positions, d_model) the layer's input.
+        weights: (batch, positions) position weights (queries are weighted by them) or None.
+        query_stride: every query_stride-th query position is used (cost / query_stride).
+    Returns:
+        A scalar, in nats per query.
+    Source: attention-map distillation as in MiniLM (Wang et al., 2020), per head.
+    """
+    with torch.no_grad():
+        target = F.log_softmax(
+            _head_logits(teacher_layer.self_attn, teacher_layer.self_attn_layer_norm(x), query_stride), -1
+        )
+    student = F.log_softmax(
+        _head_logits(student_layer.self_attn, student_layer.self_attn_layer_norm(x), query_stride), -1
+    )
+    kl = (target.exp() * (target - student)).sum(-1).mean(1)  # (batch, queries)
+    if weights is None:
+        return kl.mean()
+    w = weights[:, ::query_stride]
+    return (kl * w).sum() / w.sum().clamp_min(1e-12)
+
+
 def layerwise_distill(
     student,
     teacher: nn.Module,
-    mel_batches: Sequence[Tensor],
+    mel_batches: Sequence[Tensor | tuple[Tensor, Tensor]],
     cfg: TrainConfig,
     optimizer_state: dict | None = None,
     start_step: int = 0,
@@ -188,15 +329,18 @@ def layerwise_distill(
 ) -> dict:
     """Train each student encoder layer to reproduce the teacher layer's output.
 
-    Per layer i, with y_i the teacher's output of layer i, the loss is
-        nmse(S_i(s_{i-1}), y_i) + teacher_input_weight * nmse(S_i(t_{i-1}), y_i),
-    nmse(a, y) = ||a - y||^2 / ||y||^2, s_{i-1} the student's own output of layer i-1
-    (detached: each layer's loss only moves that layer) and t_{i-1} the teacher's input to
-    layer i. The own-input term teaches the layer to undo the error its inputs already
-    carry; alone it also learns corrections that fit only the training voices (measured on
-    tiny.en at 45%: train-clean-5 first 40 WER 15.75 after this stage). The teacher-input
-    term makes the layer imitate the teacher layer's function itself; alone, errors
-    compound in the chain (the end-to-end encoder error grew); the two together gave 11.55.
+    Per layer i, with y_i the teacher's output of layer i and v_i the view of
+    `LayerTargets(teacher, cfg.layer_loss)`, the loss is
+        nmse(v_i(S_i(s_{i-1})), v_i(y_i)) + teacher_input_weight * nmse(v_i(S_i(t_{i-1})), v_i(y_i))
+        + attention_kl * KL(teacher attention || student attention, input t_{i-1}),
+    nmse position-weighted (`weighted_nmse`, padding positions at cfg.padding_weight), s_{i-1}
+    the student's own output of layer i-1 (detached: each layer's loss only moves that
+    layer) and t_{i-1} the teacher's input to layer i. The own-input term teaches the layer
+    to undo the error its inputs already carry; alone it also learns corrections that fit
+    only the training voices (measured on tiny.en at 45%: train-clean-5 first 40 WER 15.75
+    after this stage). The teacher-input term makes the layer imitate the teacher layer's
+    function itself; alone, errors compound in the chain (the end-to-end encoder error
+    grew); the two together gave 11.55.
     With cfg.vtlp > 0 every window is first warped in frequency (`warp_mel`, a factor per
     window drawn from a generator seeded by the step, so a resumed run sees the same):
     teacher and student see the same warped input, so the targets stay exact and the
@@ -205,13 +349,18 @@ def layerwise_distill(
     Args:
         student: peft-wrapped (or plain, with trainable parameters) compressed Whisper.
         teacher: the original model (frozen, eval).
-        mel_batches: (batch, n_mels, 3000) log-mel windows of the speaker, cycled.
-        cfg: steps, lr, deadline, teacher_input_weight; optimizer_state / start_step: to resume.
+        mel_batches: (batch, n_mels, 3000) log-mel windows of the speaker, or
+            (log-mel, (batch,) seconds of audio per window) pairs, cycled; without the
+            seconds every position weighs 1.
+        cfg: steps, lr, deadline, the loss's terms; optimizer_state / start_step: to resume.
     Returns:
-        {"steps": n, "final_loss": mean loss (per layer, both terms) of the last 10 steps}.
+        {"steps": n, "final_loss": mean loss (per layer, all terms) of the last 10 steps}.
+    Raises:
+        ValueError: cfg.padding_weight < 1 with batches that carry no audio lengths.
     Source: layer-wise distillation as in AdaPTwin's recovery; the two-input objective is ours.
     """
     t_enc, s_enc = encoder_of(teacher), encoder_of(student)
+    targets = LayerTargets(teacher, cfg.layer_loss)
     captured: list[tuple[Tensor, Tensor]] = []
 
     def grab(module, args, output):
@@ -220,9 +369,12 @@ def layerwise_distill(
     loop = _Loop(student, cfg, optimizer_state, start_step, on_step, on_checkpoint)
     student.train()
     device = next(teacher.parameters()).device
-    for mel in _cycle(mel_batches, start_step):
+    for item in _cycle(mel_batches, start_step):
         if loop.done():
             break
+        mel, audio_s = item if isinstance(item, (tuple, list)) else (item, None)
+        if audio_s is None and cfg.padding_weight < 1:
+            raise ValueError("padding_weight < 1 needs (log-mel, audio seconds) batches")
         if cfg.vtlp > 0:
             g = torch.Generator().manual_seed(loop.step)
             alpha = 1 + cfg.vtlp * (2 * torch.rand(mel.shape[0], generator=g) - 1)
@@ -235,15 +387,24 @@ def layerwise_distill(
         finally:
             for h in handles:
                 h.remove()
+        positions = captured[0][0].shape[1]
+        weights = (
+            position_weights(audio_s.to(device), positions, cfg.padding_weight)
+            if audio_s is not None and cfg.padding_weight < 1
+            else None
+        )
         loss: Tensor | float = 0.0
         x = captured[0][0]  # the conv front end is not factored: same input as the teacher's
-        for layer, (x_teacher, y) in zip(s_enc.layers, captured):
+        for i, (layer, t_layer, (x_teacher, y)) in enumerate(zip(s_enc.layers, t_enc.layers, captured)):
+            with torch.no_grad():
+                target = targets(i, y)
             out = _run_layer(layer, x.detach())
-            scale = y.pow(2).mean()
-            loss = loss + F.mse_loss(out, y) / scale
+            loss = loss + weighted_nmse(targets(i, out), target, weights)
             if cfg.teacher_input_weight > 0:
                 imitated = _run_layer(layer, x_teacher)
-                loss = loss + cfg.teacher_input_weight * F.mse_loss(imitated, y) / scale
+                loss = loss + cfg.teacher_input_weight * weighted_nmse(targets(i, imitated), target, weights)
+            if cfg.attention_kl > 0:
+                loss = loss + cfg.attention_kl * attention_map_kl(t_layer, layer, x_teacher, weights)
             x = out  # the next layer learns to correct the error its inputs already carry
         # a Tensor: captured is not empty (captured[0] above) and the student has the teacher's layers
         loop.update(cast(Tensor, loss) / len(captured))

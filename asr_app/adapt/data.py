@@ -141,8 +141,8 @@ def batches(windows: list[Window], batch_size: int, rng: random.Random, with_lab
     """One pass over `windows` in an order shuffled by `rng`, `batch_size` at a time.
 
     Returns:
-        [mel (B, n_mels, 3000) float32 tensor], or with `with_labels` [(mel, labels (B, L)
-        int64 padded with -100)].
+        [(mel (B, n_mels, 3000) float32, audio_s (B,) float32 seconds of audio in each
+        window)], or with `with_labels` [(mel, labels (B, L) int64 padded with -100)].
     """
     import torch
 
@@ -153,7 +153,7 @@ def batches(windows: list[Window], batch_size: int, rng: random.Random, with_lab
         chunk = [windows[j] for j in order[i : i + batch_size]]
         mel = torch.from_numpy(np.stack([w.mel for w in chunk]))
         if not with_labels:
-            out.append(mel)
+            out.append((mel, torch.tensor([w.audio_s for w in chunk], dtype=torch.float32)))
             continue
         width = max(len(w.labels) for w in chunk)
         labels = torch.full((len(chunk), width), -100, dtype=torch.long)

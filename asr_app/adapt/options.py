@@ -41,6 +41,9 @@ RUN_NAME_TAGS = (
     ("kd_weight", "kd"),
     ("layerwise_teacher_input", "lwti"),
     ("layerwise_vtlp", "vtlp"),
+    ("layerwise_loss", "ll"),
+    ("layerwise_padding_weight", "pad"),
+    ("layerwise_attention_kl", "akl"),
     ("lora_rank", "lora"),
     ("batch_size", "bs"),
     ("seed", "seed"),
@@ -72,6 +75,13 @@ class AdaptOptions:
         layerwise_vtlp: layer-wise distillation warps each window's log-mel in frequency by a
             random factor in [1 - v, 1 + v] (vocal tract length perturbation, applied to
             teacher and student alike; 0 = off; see `compression.distill.warp_mel`).
+        layerwise_loss: where layer-wise distillation compares layer outputs: "nmse" (raw)
+            or "decoder" (as the next LayerNorm and the decoder's cross-attention read
+            them; `compression.distill.LayerTargets`).
+        layerwise_padding_weight: layer-wise weight of the padded positions after each
+            window's audio, in [0, 1].
+        layerwise_attention_kl: layer-wise weight of the per-head attention-map KL toward
+            the original (`compression.distill.attention_map_kl`; 0 = off).
         replay: dataset folders or manifests of other voices mixed into fine-tuning.
         replay_ratio: replay windows per speaker window (at most what the sets hold).
         unlabeled: folders or files of audio without transcripts; the original model
@@ -112,6 +122,9 @@ class AdaptOptions:
     kd_weight: float = 0.5
     layerwise_teacher_input: float = 1.0
     layerwise_vtlp: float = 0.0
+    layerwise_loss: str = "nmse"
+    layerwise_padding_weight: float = 1.0
+    layerwise_attention_kl: float = 0.0
     replay: tuple[str, ...] = ()
     replay_ratio: float = 1.0
     unlabeled: tuple[str, ...] = ()
@@ -152,6 +165,12 @@ class AdaptOptions:
             raise ValueError(f"layerwise_teacher_input must be >= 0, got {self.layerwise_teacher_input}")
         if not 0 <= self.layerwise_vtlp < 0.5:
             raise ValueError(f"layerwise_vtlp must be in [0, 0.5) (e.g. 0.1), got {self.layerwise_vtlp}")
+        if self.layerwise_loss not in ("nmse", "decoder"):
+            raise ValueError(f"layerwise_loss must be 'nmse' or 'decoder', got {self.layerwise_loss!r}")
+        if not 0 <= self.layerwise_padding_weight <= 1:
+            raise ValueError(f"layerwise_padding_weight must be in [0, 1], got {self.layerwise_padding_weight}")
+        if self.layerwise_attention_kl < 0:
+            raise ValueError(f"layerwise_attention_kl must be >= 0, got {self.layerwise_attention_kl}")
         if self.finetune_lora not in ("encoder", "decoder", "both"):
             raise ValueError(f"finetune_lora must be 'encoder', 'decoder' or 'both', got {self.finetune_lora!r}")
         if self.batch_size < 1 or self.lora_rank < 1:

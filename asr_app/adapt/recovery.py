@@ -60,6 +60,9 @@ def train_stage(ctx, stage: str, model):
         kd_weight=opts.kd_weight,
         teacher_input_weight=opts.layerwise_teacher_input,
         vtlp=opts.layerwise_vtlp,
+        layer_loss=opts.layerwise_loss,
+        padding_weight=opts.layerwise_padding_weight,
+        attention_kl=opts.layerwise_attention_kl,
         deadline_s=ctx.stage_deadline(STAGE_BUDGET_SHARE[stage]),
         checkpoint_every=opts.checkpoint_every,
     )

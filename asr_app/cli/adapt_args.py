@@ -250,6 +250,30 @@ def _add_training_args(p: argparse.ArgumentParser, d) -> None:
         f"[1-V, 1+V] (vocal tract length perturbation; default {vtlp:g}{' = off' if not vtlp else ''})",
     )
     p.add_argument(
+        "--layerwise-loss",
+        choices=("nmse", "decoder"),
+        default=d("layerwise_loss"),
+        help="layer-wise distillation compares each layer's output raw (nmse) or as it is read next "
+        "(decoder: after the next LayerNorm; the last layer in the decoder's cross-attention "
+        f"key/value space) (default {d('layerwise_loss')})",
+    )
+    p.add_argument(
+        "--layerwise-padding-weight",
+        type=float,
+        default=d("layerwise_padding_weight"),
+        metavar="W",
+        help="layer-wise distillation: weight of the padded positions after each window's audio "
+        f"(default {d('layerwise_padding_weight'):g}; 1 weighs them as speech)",
+    )
+    p.add_argument(
+        "--layerwise-attention-kl",
+        type=float,
+        default=d("layerwise_attention_kl"),
+        metavar="W",
+        help="layer-wise distillation: weight of the per-head attention-map KL toward the original "
+        f"(default {d('layerwise_attention_kl'):g}; 0 turns it off)",
+    )
+    p.add_argument(
         "--full-windows", action="store_true", help="pack every training window to 29 s (default: random fill lengths)"
     )
     p.add_argument(
