@@ -106,6 +106,10 @@ class AdaptOptions:
             enrollment) for activation statistics; 64 windows = 32 minutes.
         calibration_replay_share: share of those windows taken from the replay sets, so
             the whitening also weighs directions other voices use (0 = the speaker only).
+        refresh_from: the profile model this run refreshes (`asr_app.adapt.refresh`): no
+            calibration or compression, recovery starts from that model's weights.
+        refresh_key: digest of the takes and sessions new to it (names the run's folder).
+        refresh_share: the share of a full run's training steps a refresh takes.
     Raises:
         ValueError: out-of-range values, naming the field.
     """
@@ -143,6 +147,9 @@ class AdaptOptions:
     calibration_replay_share: float = 0.0
     varied_windows: bool = True
     speed_perturb: tuple[float, ...] = (0.9, 1.1)
+    refresh_from: str | None = None
+    refresh_key: str = ""
+    refresh_share: float = 1.0
 
     def __post_init__(self):
         names = [m.method for m in self.methods]
@@ -173,6 +180,8 @@ class AdaptOptions:
             raise ValueError(f"layerwise_attention_kl must be >= 0, got {self.layerwise_attention_kl}")
         if self.finetune_lora not in ("encoder", "decoder", "both"):
             raise ValueError(f"finetune_lora must be 'encoder', 'decoder' or 'both', got {self.finetune_lora!r}")
+        if not 0 < self.refresh_share <= 1:
+            raise ValueError(f"refresh_share must be in (0, 1], got {self.refresh_share}")
         if self.batch_size < 1 or self.lora_rank < 1:
             raise ValueError("batch_size and lora_rank must be >= 1")
 
@@ -243,7 +252,10 @@ class AdaptOptions:
 
     def run_name(self) -> str:
         """Folder name of this run: base, each method's part (ratio and what differs from
-        its defaults), then the shared options that differ from the defaults."""
+        its defaults), then the shared options that differ from the defaults; a refresh is
+        the refreshed model's name (without its own refresh tag) and `-refresh<key>`."""
+        if self.refresh_from:
+            return re.sub(r"-refresh[0-9a-f]+$", "", self.refresh_from) + f"-refresh{self.refresh_key}"
         name = re.sub(r"[^A-Za-z0-9.]+", "_", Path(self.base).name or self.base)
         name += "".join(m.run_name() for m in self.methods)
         if self.method_names != DEFAULT_METHODS:

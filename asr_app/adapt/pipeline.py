@@ -32,7 +32,7 @@ from dataclasses import replace
 from asr_app.adapt.context import Context
 from asr_app.adapt.data import PROFILE_LANGUAGE, evenly, pack_windows
 from asr_app.adapt.options import AdaptError, AdaptOptions
-from asr_app.adapt.report import AdaptReport
+from asr_app.adapt.report import AdaptReport, tokens_per_word
 from asr_app.adapt.state import RunState, save_model_state, save_tensors
 
 SHARED_BEFORE = ("data", "calibrate")
@@ -65,6 +65,8 @@ class Adapter:
         """Every stage this run goes through, in order."""
         from asr_app.compression.methods import get_method
 
+        if self.options.refresh_from:
+            return ["data", *(n for n in SHARED_AFTER if n != "control")]
         names = list(SHARED_BEFORE)
         for opts in self.options.methods:
             names += [f"{opts.method}.{s.name}" for s in get_method(opts.method).stages(opts)]
@@ -90,10 +92,16 @@ class Adapter:
         for p in ctx.teacher.parameters():
             p.requires_grad_(False)
         self._data()
-        self._calibrate()
-        for method_opts in opts.methods:
-            for stage in get_method(method_opts.method).stages(method_opts):
-                self._method_stage(f"{method_opts.method}.{stage.name}", stage)
+        if opts.refresh_from:  # the saved model has its structure: recovery goes on from it
+            from asr_app.adapt.refresh import load_source
+
+            ctx.model, ctx.blocks = load_source(self.profile, opts, ctx.device)
+            ctx.report.stages["refresh"] = {"from": opts.refresh_from, "step_share": opts.refresh_share}
+        else:
+            self._calibrate()
+            for method_opts in opts.methods:
+                for stage in get_method(method_opts.method).stages(method_opts):
+                    self._method_stage(f"{method_opts.method}.{stage.name}", stage)
         self._count_params()
         if ctx.model is None:  # no method changed the structure: recovery trains a copy
             ctx.model = copy.deepcopy(ctx.teacher)
@@ -116,6 +124,10 @@ class Adapter:
             "lora_control": replace(ctx.bundle, model=control) if control is not None else None,
             "compressed": ctx.compressed_bundle(ctx.model),
         }
+        if opts.refresh_from:  # the model before the refresh, beside it
+            from asr_app.adapt.refresh import load_source
+
+            bundles["before_refresh"] = ctx.compressed_bundle(load_source(self.profile, opts, ctx.device)[0])
         evaluate_stage(ctx, bundles)
         ctx.report.model_dir = str(ctx.model_dir)
         ctx.report.stages["total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
@@ -137,27 +149,7 @@ class Adapter:
         ctx.report.methods = list(ctx.blocks)
         ctx.report.plan = next((b["plan"] for b in ctx.blocks if "plan" in b), {})
         if ctx.tokenizer is not None:
-            ctx.report.tokenizer = self._tokens_per_word()
-
-    def _tokens_per_word(self) -> dict:
-        """Tokens per word of the original and the new tokenizer on the held-out takes'
-        text (the training text when nothing is held out): the decoder's steps per word."""
-        from asr_app.adapt.data import training_text
-
-        ctx = self.ctx
-        heldout = [training_text(t.text) for t in self.profile.takes("heldout")]
-        texts = heldout or ctx.transcripts
-        words = sum(len(t.split()) for t in texts) or 1
-
-        def per_word(tok) -> float:
-            return round(sum(len(tok.encode(" " + t, add_special_tokens=False)) for t in texts) / words, 3)
-
-        return {
-            "text": "held-out takes" if heldout else "training takes",
-            "words": words,
-            "original": per_word(ctx.bundle.tokenizer),
-            "compressed": per_word(ctx.tokenizer),
-        }
+            ctx.report.tokenizer = tokens_per_word(self.profile, ctx)
 
     def _method_stage(self, key: str, stage) -> None:
         """Run one method stage, then save the model it left (`<key>.safetensors`) and the

@@ -47,7 +47,9 @@ def train_stage(ctx, stage: str, model):
     layerwise = stage == "layerwise"
     windows = ctx.speaker + ctx.replay  # layer-wise needs no labels: other voices add diversity
     epochs = opts.layerwise_epochs if layerwise else opts.finetune_epochs
-    steps = max(1, int(round(epochs * len(windows) / opts.batch_size)))
+    # a refresh (asr_app.adapt.refresh) takes its share of a full run's steps
+    share = opts.refresh_share if opts.refresh_from else 1.0
+    steps = max(1, int(round(epochs * share * len(windows) / opts.batch_size)))
     # steps count passes over the unperturbed windows; batches come from the whole pool
     pool = windows + ctx.perturbed
     rng = random.Random(f"{opts.seed}-{stage}")

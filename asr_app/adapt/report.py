@@ -71,3 +71,28 @@ class AdaptReport:
         return f"the compressed model loses more than {limit:g} WER points against the original ({lost}); " + (
             " or ".join(levers)
         )
+
+
+def tokens_per_word(profile, ctx) -> dict:
+    """Tokens per word of the original and the new tokenizer (`ctx.bundle.tokenizer`,
+    `ctx.tokenizer`) on `profile`'s held-out takes' text (the training text,
+    `ctx.transcripts`, when nothing is held out): the decoder's steps per word.
+
+    Returns:
+        {"text": which text, "words": n, "original": tokens per word, "compressed": ...}.
+    """
+    from asr_app.adapt.data import training_text
+
+    heldout = [training_text(t.text) for t in profile.takes("heldout")]
+    texts = heldout or ctx.transcripts
+    words = sum(len(t.split()) for t in texts) or 1
+
+    def per_word(tok) -> float:
+        return round(sum(len(tok.encode(" " + t, add_special_tokens=False)) for t in texts) / words, 3)
+
+    return {
+        "text": "held-out takes" if heldout else "training takes",
+        "words": words,
+        "original": per_word(ctx.bundle.tokenizer),
+        "compressed": per_word(ctx.tokenizer),
+    }

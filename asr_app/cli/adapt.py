@@ -133,19 +133,44 @@ def _unlabeled_files(args, profile) -> tuple[str, ...]:
         raise ValueError(str(e)) from None
 
 
+def _refresh_options(args, profile):
+    """The options of `--refresh [MODEL]` (see asr_app.adapt.refresh), after saying what is new."""
+    from asr_app.adapt.refresh import refresh_options, source_model
+
+    model = source_model(profile, args.refresh or None)
+    given = {
+        "threads": args.threads,
+        "device": resolve_train_device(args.device),
+        "time_budget_min": args.time_budget_min,
+        "general_set": args.general_set,
+        "general_limit": args.general_limit,
+        "speaker_set": args.speaker_set,
+        "speaker_filter": args.speaker_filter,
+    }
+    opts, new = refresh_options(profile, model, {k: v for k, v in given.items() if v is not None})
+    print(
+        f"refreshing {model['name']}: {len(new['takes'])} new takes ({new['takes_s'] / 60:.1f} min), "
+        f"{len(new['live_sessions'])} new live sessions ({new['live_s'] / 60:.1f} min) beside "
+        f"{new['old_s'] / 60:.1f} min from before; {100 * opts.refresh_share:.0f}% of a full run's "
+        "training steps",
+        file=sys.stderr,
+    )
+    return opts
+
+
 def run(args) -> int:
     """`asr-app adapt`: AdaPTwin compression + adaptation of a profile (see asr_app.adapt)."""
     from asr_app.adapt import run_adapt
 
     profile = open_profile(args)
-    opts = _adapt_options(args, profile)
+    opts = _refresh_options(args, profile) if args.refresh is not None else _adapt_options(args, profile)
     bars = _StageBars(quiet=args.quiet)
     if args.device == "auto":
         print(
             f"training on {'the CUDA GPU' if opts.device == 'cuda' else 'the CPU'} (--device to choose)",
             file=sys.stderr,
         )
-    if not opts.replay:
+    if not opts.replay and not opts.refresh_from:
         held_back = (
             "nothing but the layers left frozen (logit distillation needs the original's vocabulary)"
             if opts.changes_vocabulary

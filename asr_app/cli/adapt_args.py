@@ -17,7 +17,8 @@ EXAMPLES = """examples:
   asr-app adapt --profile alice
   asr-app adapt --profile alice --target-ratio 0.85 --general-set ../shared/data/librispeech/train-clean-5
   asr-app adapt --profile alice --methods adaptwin fvt --target-ratio 0.85 --domain-text terms.txt
-  asr-app adapt --profile alice --unlabeled my-recordings/ --live-sessions"""
+  asr-app adapt --profile alice --unlabeled my-recordings/ --live-sessions
+  asr-app adapt --profile alice --refresh"""
 
 # argument dest -> AdaptwinOptions field, for the options whose None means the method's default
 METHOD_OPTIONS = {
@@ -135,6 +136,15 @@ def add_arguments(sub) -> argparse.ArgumentParser:
         "--live-sessions",
         action="store_true",
         help="add the profile's saved live sessions (`transcribe --live --profile`) to the unlabeled audio",
+    )
+    p.add_argument(
+        "--refresh",
+        nargs="?",
+        const="",
+        metavar="MODEL",
+        help="re-adapt the profile's latest model (or MODEL) with the takes and live sessions added "
+        "since it was made, starting from it; its own options are kept (--threads, --device and "
+        "the evaluation sets apply)",
     )
     p.add_argument(
         "--replay-ratio", type=float, default=d("replay_ratio"), help="replay audio per minute of speaker audio"

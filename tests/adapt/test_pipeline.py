@@ -186,3 +186,85 @@ def test_a_registered_method_runs_resumes_saves_loads_and_exports(
     with torch.no_grad():
         want = reloaded.model.model.encoder(mel).last_hidden_state.numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_refresh_goes_on_from_the_saved_model_with_what_was_added(
+    synthetic_whisper, scale_method, tmp_path, monkeypatch
+):
+    """`--refresh`: nothing new is refused; after new takes, the refresh keeps the saved
+    model's options, skips calibration and the method's stage, starts recovery from the
+    saved weights for its share of a full run's steps, resumes in the same folder after an
+    interruption, and saves a new model that --profile then uses."""
+    from asr_app.adapt import Adapter, AdaptOptions, run_adapt
+    from asr_app.adapt.options import AdaptError
+    from asr_app.adapt.refresh import refresh_options, source_model
+    from asr_app.compression.checkpoint import load_compressed
+
+    monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path / "data"))
+    import asr_app.decoding
+
+    greedy = functools.partial(asr_app.decoding.DecodingOptions, temperatures=(0.0,))
+    monkeypatch.setattr(asr_app.decoding, "DecodingOptions", greedy)
+    RUNS.clear()
+    profile = _noise_profile(tmp_path)
+    opts = AdaptOptions(
+        base=str(synthetic_whisper),
+        methods=(ScaleOptions(0.5),),
+        layerwise_epochs=0.5,
+        finetune_epochs=0.5,
+        batch_size=2,
+        lora_rank=2,
+        control=False,
+        speed_perturb=(),
+        threads=TEST_THREADS,
+    )
+    run_adapt(profile, opts)
+    assert RUNS == ["scale"]
+    model = source_model(profile)
+    assert model["name"] == opts.run_name()
+    with pytest.raises(AdaptError, match="nothing was added"):
+        refresh_options(profile, model, {})
+
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        profile.add_take((0.05 * rng.standard_normal(16000 * 2)).astype(np.float32), "new words", f"n{i}", 2)
+    refresh, new = refresh_options(profile, model, {"threads": TEST_THREADS})
+    assert len(new["takes"]) == 4 and new["live_sessions"] == []
+    assert refresh.refresh_from == model["name"] and refresh.methods == opts.methods
+    assert refresh.run_name() == f"{opts.run_name()}-refresh{refresh.refresh_key}"
+    new_s, old_s = new["takes_s"], new["old_s"]
+    assert refresh.refresh_share == pytest.approx(min(1.0, 2 * new_s / (new_s + old_s)), abs=1e-3)
+    adapter = Adapter(profile, refresh)
+    assert adapter.stage_names() == ["data", "layerwise", "finetune", "save", "evaluate", "report"]
+
+    def interrupt(kind, payload):
+        if kind == "stage" and payload == "layerwise":
+            raise KeyboardInterrupt
+
+    adapter.ctx.event = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        adapter.run()
+    saved, _ = load_compressed(profile.path / model["path"])
+    loaded = adapter.ctx.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in saved.state_dict().items())  # from the saved weights
+
+    report = run_adapt(profile, refresh)
+    assert RUNS == ["scale"]  # the method's stage did not run again
+    assert report.stages["refresh"] == {"from": model["name"], "step_share": refresh.refresh_share}
+    assert 0 < refresh.refresh_share < 1
+    windows = report.data["speaker_windows"] + report.data["replay_windows"]
+    for stage in ("layerwise", "finetune"):
+        want = max(1, int(round(0.5 * refresh.refresh_share * windows / 2)))
+        assert report.stages[stage]["planned_steps"] == want, stage
+    assert "before_refresh" in report.wer["heldout"]
+    assert source_model(profile)["name"] == refresh.run_name()  # --profile now loads the refreshed model
+    with pytest.raises(AdaptError, match="nothing was added"):
+        refresh_options(profile, source_model(profile), {})
+
+
+def test_refresh_of_a_profile_without_a_model_says_what_to_run(tmp_path, capsys):
+    from asr_app.cli import main
+
+    profile = _noise_profile(tmp_path, n=2)
+    assert main(["adapt", "--profile-dir", str(profile.path), "--refresh", "--device", "cpu"]) != 0
+    assert f"no adapted model to refresh: run `asr-app adapt --profile {profile.path.name}`" in capsys.readouterr().err

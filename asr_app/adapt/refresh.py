@@ -1,0 +1,142 @@
+"""`asr-app adapt --refresh`: re-adapt a profile's model with what was added since it was
+made (new enrollment takes, new live sessions), starting from the saved model.
+
+What is new is told by time: a take whose `recorded_at`, or a live session whose audio
+file was written, after the model's `created` time. The refresh run skips calibration and
+the methods' compression stages (the saved model already has its structure), and runs the
+recovery stages from the saved weights on every training window, old and new, for
+`REHEARSAL` times the new audio's share of the steps a full run takes (at most a full run):
+the new audio weighs in and the old is rehearsed, so what the model learned is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from asr_app.adapt.options import AdaptError, AdaptOptions
+
+REHEARSAL = 2.0  # a refresh trains on (new audio x this) worth of windows, drawn from all of them
+RUN_OPTIONS = ("threads", "device", "time_budget_min", "general_set", "general_limit", "speaker_set", "speaker_filter")
+
+
+def source_model(profile, name: str | None = None) -> dict:
+    """The profile's model to refresh: `name`, or the latest (the one `--profile` uses).
+
+    Returns:
+        Its entry of profile.json's "models" ({"name", "path", ...}).
+    Raises:
+        AdaptError: no adapted model, or no model of that name (lists the names).
+    """
+    models = profile.meta().get("models", [])
+    if not models:
+        raise AdaptError(
+            f"profile {profile.path.name} has no adapted model to refresh: run `asr-app adapt --profile "
+            f"{profile.path.name}` first"
+        )
+    if name is None:
+        return models[-1]
+    for m in models:
+        if m.get("name") == name:
+            return m
+    raise AdaptError(
+        f"profile {profile.path.name} has no model {name!r}; it has {', '.join(m['name'] for m in models)}"
+    )
+
+
+def what_is_new(profile, created: float) -> dict:
+    """The training takes and live sessions added to `profile` after Unix time `created`.
+
+    Returns:
+        {"takes": [take audio paths, relative to the profile], "takes_s": seconds,
+        "live_sessions": [session audio paths], "live_s": seconds, "old_s": seconds of the
+        training takes and live sessions from before}.
+    """
+    from asr_app.adapt.unlabeled import live_sessions
+
+    takes = profile.takes("train", include_flagged=False)
+    new_takes = [t for t in takes if t.recorded_at > created]
+    sessions = live_sessions(profile.path)
+    new_sessions = [(f, s) for f, s in sessions if f.stat().st_mtime > created]
+    old_s = sum(t.duration_s for t in takes if t.recorded_at <= created)
+    old_s += sum(s for f, s in sessions if f.stat().st_mtime <= created)
+    return {
+        "takes": [t.audio for t in new_takes],
+        "takes_s": round(sum(t.duration_s for t in new_takes), 2),
+        "live_sessions": [str(f) for f, _ in new_sessions],
+        "live_s": round(sum(s for _, s in new_sessions), 2),
+        "old_s": round(old_s, 2),
+    }
+
+
+def refresh_options(profile, model: dict, overrides: dict) -> tuple[AdaptOptions, dict]:
+    """The options of a refresh of `model` (a profile.json entry): the saved model's own
+    options, every live session of the profile added to its unlabeled audio, no control
+    run, `overrides` (threads, device, evaluation sets: `RUN_OPTIONS`) applied.
+
+    Returns:
+        (options, what_is_new's dict).
+    Raises:
+        AdaptError: the model folder or its options are missing, the model changed the
+            vocabulary (FVT: adapt again instead), or nothing was added since it was made.
+    """
+    from asr_app.adapt.unlabeled import live_sessions
+
+    folder = profile.path / model["path"]
+    try:
+        block = json.loads((folder / "config.json").read_text(encoding="utf-8"))["compression"]
+        saved = dict(block["options"])
+        created = float(block.get("created") or model["created"])
+    except (OSError, ValueError, KeyError) as e:
+        raise AdaptError(f"{folder}: cannot read the saved model's options ({e}); adapt again instead") from None
+    new = what_is_new(profile, created)
+    if not new["takes"] and not new["live_sessions"]:
+        raise AdaptError(
+            f"nothing was added to profile {profile.path.name} since {model['name']} was made: record takes "
+            f"(`asr-app enroll --profile {profile.path.name}`) or live sessions (`asr-app transcribe --live "
+            f"--profile {profile.path.name}`) first"
+        )
+    methods = tuple(saved.pop("methods", ("adaptwin",)))
+    flat = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    sessions = [str(f) for f, _ in live_sessions(profile.path)]
+    flat["unlabeled"] = tuple(dict.fromkeys([*flat.get("unlabeled", ()), *sessions]))
+    flat.update(control=False, refresh_from=model["name"], **{k: v for k, v in overrides.items() if k in RUN_OPTIONS})
+    digest = hashlib.sha1(json.dumps([new["takes"], new["live_sessions"]]).encode()).hexdigest()[:6]
+    flat["refresh_key"] = digest
+    total = new["takes_s"] + new["live_s"] + new["old_s"]
+    flat["refresh_share"] = round(min(1.0, REHEARSAL * (new["takes_s"] + new["live_s"]) / max(total, 1e-9)), 4)
+    try:
+        opts = AdaptOptions.from_flat(methods, **_known(flat, methods))
+    except ValueError as e:
+        raise AdaptError(f"{model['name']}: its saved options do not load ({e}); adapt again instead") from None
+    if opts.changes_vocabulary:
+        raise AdaptError(f"{model['name']} has its own vocabulary (FVT): --refresh keeps the structure; adapt again")
+    return opts, new
+
+
+def _known(flat: dict, methods: tuple) -> dict:
+    """The entries of a saved flat options dict that today's options take (a model saved by
+    an older version may carry fields since removed)."""
+    from asr_app.compression.methods import get_method
+
+    names = {f.name for f in dataclasses.fields(AdaptOptions)} - {"methods"}
+    for m in methods:
+        names |= {f.name for f in dataclasses.fields(get_method(m).options_class)} - {"method"}
+    return {k: v for k, v in flat.items() if k in names}
+
+
+def load_source(profile, opts: AdaptOptions, device: str):
+    """The saved model a refresh starts from: (model in train-ready float32 on `device`,
+    its method blocks). Raises AdaptError when it no longer loads."""
+    from asr_app.compression.checkpoint import load_compressed, method_blocks
+
+    entry = source_model(profile, opts.refresh_from)
+    try:
+        model, block = load_compressed(Path(profile.path / entry["path"]))
+    except (OSError, ValueError) as e:
+        raise AdaptError(f"cannot load {entry['name']} to refresh it: {e}") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device), list(method_blocks(block))
