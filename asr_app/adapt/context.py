@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from asr_app.adapt.data import Window, evenly
+from asr_app.adapt.data import LazyBatches, Window, evenly
 from asr_app.adapt.options import AdaptOptions
 from asr_app.adapt.report import AdaptReport
 from asr_app.adapt.state import RunState, save_tensors
@@ -69,8 +69,9 @@ class Context:
         distillation toward the teacher is then off: their logits are not comparable)."""
         return self.tokenizer is not None
 
-    def batches(self, windows: list[Window], rng: random.Random) -> list:
-        """One shuffled pass of (log-mel, labels) batches of `options.batch_size` windows."""
+    def batches(self, windows: list[Window], rng: random.Random) -> LazyBatches:
+        """One shuffled pass of (log-mel, labels) batches of `options.batch_size` windows,
+        stacked when read (`LazyBatches`)."""
         from asr_app.adapt.data import batches
 
         return batches(windows, self.options.batch_size, rng, with_labels=True)

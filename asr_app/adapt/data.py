@@ -1,12 +1,18 @@
 """Training data of an adaptation: the profile's takes packed into 30-second windows with
-timestamped targets (as Whisper decodes), speed-perturbed copies, and shuffled batches."""
+timestamped targets (as Whisper decodes), speed-perturbed copies, and shuffled batches.
+
+A run's windows are spilled to a `MelStore` on disk as they are packed and read back one at
+a time, and batches are stacked only when a training step reads them (`LazyBatches`), so
+memory does not grow with the hours a profile holds."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -17,13 +23,69 @@ WINDOW_FILL_S = 29.0  # pack takes up to this length, leaving room before the 30
 PROFILE_LANGUAGE = "en"  # enrollment prompts and imported sets are English
 
 
+class MelStore:
+    """Log-mel windows of one shape in one file of float32, appended as they are packed and
+    read back one at a time (the file is started anew when the store is made).
+
+    Args:
+        path: the file (its folder is created).
+    Raises:
+        ValueError: a window of another shape than the first.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_bytes(b"")
+        self.shape: tuple[int, ...] | None = None
+        self.count = 0
+
+    def add(self, mel: np.ndarray) -> int:
+        """Append one (n_mels, frames) window; returns its index."""
+        mel = np.ascontiguousarray(mel, dtype=np.float32)
+        if self.shape is None:
+            self.shape = mel.shape
+        elif mel.shape != self.shape:
+            raise ValueError(f"window of shape {mel.shape} in a store of {self.shape}")
+        with open(self.path, "ab") as f:
+            f.write(mel.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        self.count += 1
+        return self.count - 1
+
+    def read(self, index: int) -> np.ndarray:
+        """Window `index`, (n_mels, frames) float32, a fresh writable array.
+
+        Raises:
+            IndexError: no such window.
+        """
+        if not 0 <= index < self.count or self.shape is None:
+            raise IndexError(f"window {index} of {self.count} in {self.path}")
+        n = int(np.prod(self.shape))
+        with open(self.path, "rb") as f:
+            f.seek(index * n * 4)
+            return np.fromfile(f, dtype=np.float32, count=n).reshape(self.shape)
+
+
 @dataclass
 class Window:
-    """Up to 30 s of packed takes: (n_mels, 3000) log-mel and decoder labels."""
+    """Up to 30 s of packed takes: (n_mels, 3000) log-mel and decoder labels. The log-mel is
+    held (`stored_mel`) or, spilled to a `MelStore`, read back on each access of `mel`."""
 
-    mel: np.ndarray
+    stored_mel: np.ndarray | None
     labels: list[int]
     audio_s: float
+    store: MelStore | None = None
+    index: int = -1
+
+    @property
+    def mel(self) -> np.ndarray:
+        """(n_mels, 3000) float32."""
+        if self.stored_mel is not None:
+            return self.stored_mel
+        assert self.store is not None, "a Window holds its log-mel or a store to read it from"
+        return self.store.read(self.index)
 
 
 def training_text(text: str) -> str:
@@ -62,6 +124,7 @@ def pack_windows(
     on_progress: Callable[[int], None] | None = None,
     rng: random.Random | None = None,
     speed: float = 1.0,
+    store: MelStore | None = None,
 ) -> list[Window]:
     """Pack utterances in order into windows of at most WINDOW_FILL_S seconds.
 
@@ -79,6 +142,8 @@ def pack_windows(
     Args:
         utterances: `datasets.Utterance`s (audio path, text).
         bundle: the base `WhisperBundle` (tokenizer, feature extractor, special tokens).
+        store: each window's log-mel goes there as it is packed (the windows read it back),
+            or None: held in memory.
     Returns:
         Windows; utterances longer than a window or unreadable are skipped.
     """
@@ -100,13 +165,12 @@ def pack_windows(
         capacity[0] = rng.uniform(0, WINDOW_FILL_S) if rng else WINDOW_FILL_S
         if audio:
             signal = np.concatenate(audio)[:N_SAMPLES]
-            windows.append(
-                Window(
-                    log_mel_window(bundle.feature_extractor, signal),
-                    prefix + tokens + [sp.eot],
-                    len(signal) / SAMPLE_RATE_HZ,
-                )
-            )
+            mel = log_mel_window(bundle.feature_extractor, signal)
+            labels, audio_s = prefix + tokens + [sp.eot], len(signal) / SAMPLE_RATE_HZ
+            if store is None:
+                windows.append(Window(mel, labels, audio_s))
+            else:
+                windows.append(Window(None, labels, audio_s, store, store.add(mel)))
         audio, tokens, offset = [], [], 0.0
 
     for n, utt in enumerate(utterances):
@@ -137,27 +201,47 @@ def evenly(items: list, n: int) -> list:
     return [items[int(i * step)] for i in range(min(len(items), n))]
 
 
-def batches(windows: list[Window], batch_size: int, rng: random.Random, with_labels: bool):
-    """One pass over `windows` in an order shuffled by `rng`, `batch_size` at a time.
-
-    Returns:
-        [(mel (B, n_mels, 3000) float32, audio_s (B,) float32 seconds of audio in each
-        window)], or with `with_labels` [(mel, labels (B, L) int64 padded with -100)].
-    """
-    import torch
-
-    order = list(range(len(windows)))
+def batch_order(n_windows: int, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One pass over `n_windows` windows in an order shuffled by `rng`: index lists of at
+    most `batch_size`."""
+    order = list(range(n_windows))
     rng.shuffle(order)
-    out: list = []  # mel tensors, or (mel, labels) pairs
-    for i in range(0, len(order), batch_size):
-        chunk = [windows[j] for j in order[i : i + batch_size]]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class LazyBatches(Sequence):
+    """Training batches stacked from `windows` only when read (a step at a time), so the
+    steps of a long run are never all in memory.
+
+    Args:
+        windows: the pool; chunks: one index list per batch (`batch_order`);
+        with_labels: items are (mel, labels) pairs, else (mel, audio seconds).
+    Items:
+        (mel (B, n_mels, 3000) float32, audio_s (B,) float32 seconds of audio in each
+        window), or with `with_labels` (mel, labels (B, L) int64 padded with -100).
+    """
+
+    def __init__(self, windows: list[Window], chunks: list[list[int]], with_labels: bool):
+        self.windows, self.chunks, self.with_labels = windows, chunks, with_labels
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i):  # int indices only
+        import torch
+
+        chunk = [self.windows[j] for j in self.chunks[i]]
         mel = torch.from_numpy(np.stack([w.mel for w in chunk]))
-        if not with_labels:
-            out.append((mel, torch.tensor([w.audio_s for w in chunk], dtype=torch.float32)))
-            continue
+        if not self.with_labels:
+            return mel, torch.tensor([w.audio_s for w in chunk], dtype=torch.float32)
         width = max(len(w.labels) for w in chunk)
         labels = torch.full((len(chunk), width), -100, dtype=torch.long)
         for k, w in enumerate(chunk):
             labels[k, : len(w.labels)] = torch.tensor(w.labels)
-        out.append((mel, labels))
-    return out
+        return mel, labels
+
+
+def batches(windows: list[Window], batch_size: int, rng: random.Random, with_labels: bool) -> LazyBatches:
+    """One pass over `windows` in an order shuffled by `rng`, `batch_size` at a time, as
+    `LazyBatches` (see there for the items)."""
+    return LazyBatches(windows, batch_order(len(windows), batch_size, rng), with_labels)

@@ -30,12 +30,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from asr_app.adapt.context import Context
-from asr_app.adapt.data import PROFILE_LANGUAGE, evenly, pack_windows
+from asr_app.adapt.data import PROFILE_LANGUAGE, MelStore, evenly, pack_windows
 from asr_app.adapt.options import AdaptError, AdaptOptions
 from asr_app.adapt.report import AdaptReport, tokens_per_word
 from asr_app.adapt.state import RunState, save_model_state, save_tensors
 
 SHARED_BEFORE = ("data", "calibrate")
+WINDOWS_DIR = "windows"  # the packed log-mel windows of a run (removed when it ends; packed again on resume)
 SHARED_AFTER = ("layerwise", "finetune", "save", "control", "evaluate", "report")
 
 
@@ -132,6 +133,9 @@ class Adapter:
         ctx.report.model_dir = str(ctx.model_dir)
         ctx.report.stages["total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
         self._report()
+        import shutil
+
+        shutil.rmtree(self.folder / WINDOWS_DIR, ignore_errors=True)
         return ctx.report
 
     def _count_params(self) -> None:
@@ -215,7 +219,9 @@ class Adapter:
             progress = (
                 (lambda n: ctx.event("progress", ("data", done + n + 1, total_utts))) if source == "speaker" else None
             )
-            return pack_windows(utts, ctx.bundle, progress, rng, speed)
+            # spilled to the run folder as packed: memory does not grow with the profile's hours
+            store = MelStore(self.folder / WINDOWS_DIR / f"{source}-{speed:g}.f32")
+            return pack_windows(utts, ctx.bundle, progress, rng, speed, store)
 
         speaker = pack(train, "speaker", 1.0)
         want_s = opts.replay_ratio * sum(w.audio_s for w in speaker)

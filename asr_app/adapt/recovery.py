@@ -10,7 +10,7 @@ import json
 import random
 import time
 
-from asr_app.adapt.data import batches as make_batches
+from asr_app.adapt.data import LazyBatches, batch_order
 from asr_app.adapt.state import optimizer_from_tensors, optimizer_to_tensors, save_model_state, save_tensors
 
 STAGE_BUDGET_SHARE = {"layerwise": 0.25, "finetune": 0.6, "control": 1.0}  # of the time left
@@ -53,9 +53,10 @@ def train_stage(ctx, stage: str, model):
     # steps count passes over the unperturbed windows; batches come from the whole pool
     pool = windows + ctx.perturbed
     rng = random.Random(f"{opts.seed}-{stage}")
-    batches = []
-    while len(batches) < steps:
-        batches += make_batches(pool, opts.batch_size, rng, with_labels=not layerwise)
+    chunks: list[list[int]] = []
+    while len(chunks) < steps:
+        chunks += batch_order(len(pool), opts.batch_size, rng)
+    batches = LazyBatches(pool, chunks, with_labels=not layerwise)  # stacked when a step reads them
     cfg = TrainConfig(
         steps=steps,
         lr=opts.layerwise_lr if layerwise else opts.finetune_lr,
