@@ -44,6 +44,7 @@ RUN_NAME_TAGS = (
     ("layerwise_loss", "ll"),
     ("layerwise_padding_weight", "pad"),
     ("layerwise_attention_kl", "akl"),
+    ("sensitivity", "sens"),
     ("lora_rank", "lora"),
     ("batch_size", "bs"),
     ("seed", "seed"),
@@ -106,6 +107,12 @@ class AdaptOptions:
             enrollment) for activation statistics; 64 windows = 32 minutes.
         calibration_replay_share: share of those windows taken from the replay sets, so
             the whitening also weighs directions other voices use (0 = the speaker only).
+        sensitivity: how calibration weighs the error at each site for rank allocation:
+            "noise" (encoder-output error from injected noise, 2 windows;
+            `compression.calibrate.measure_sensitivity`) or "fisher" (squared gradients of
+            the decoder's loss on `sensitivity_windows` windows, per head for the query/key
+            twins; `compression.fisher.fisher_sensitivity`).
+        sensitivity_windows: speaker windows the Fisher gains average over.
         refresh_from: the profile model this run refreshes (`asr_app.adapt.refresh`): no
             calibration or compression, recovery starts from that model's weights.
         refresh_key: digest of the takes and sessions new to it (names the run's folder).
@@ -147,6 +154,8 @@ class AdaptOptions:
     calibration_replay_share: float = 0.0
     varied_windows: bool = True
     speed_perturb: tuple[float, ...] = (0.9, 1.1)
+    sensitivity: str = "noise"
+    sensitivity_windows: int = 16
     refresh_from: str | None = None
     refresh_key: str = ""
     refresh_share: float = 1.0
@@ -180,6 +189,10 @@ class AdaptOptions:
             raise ValueError(f"layerwise_attention_kl must be >= 0, got {self.layerwise_attention_kl}")
         if self.finetune_lora not in ("encoder", "decoder", "both"):
             raise ValueError(f"finetune_lora must be 'encoder', 'decoder' or 'both', got {self.finetune_lora!r}")
+        if self.sensitivity not in ("noise", "fisher"):
+            raise ValueError(f"sensitivity must be 'noise' or 'fisher', got {self.sensitivity!r}")
+        if self.sensitivity_windows < 1:
+            raise ValueError(f"sensitivity_windows must be >= 1, got {self.sensitivity_windows}")
         if not 0 < self.refresh_share <= 1:
             raise ValueError(f"refresh_share must be in (0, 1], got {self.refresh_share}")
         if self.batch_size < 1 or self.lora_rank < 1:

@@ -30,10 +30,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from asr_app.adapt.context import Context
-from asr_app.adapt.data import PROFILE_LANGUAGE, MelStore, evenly, pack_windows
+from asr_app.adapt.data import PROFILE_LANGUAGE, MelStore, pack_windows
 from asr_app.adapt.options import AdaptError, AdaptOptions
 from asr_app.adapt.report import AdaptReport, tokens_per_word
-from asr_app.adapt.state import RunState, save_model_state, save_tensors
+from asr_app.adapt.state import RunState, save_model_state
 
 SHARED_BEFORE = ("data", "calibrate")
 WINDOWS_DIR = "windows"  # the packed log-mel windows of a run (removed when it ends; packed again on resume)
@@ -280,37 +280,11 @@ class Adapter:
             raise AdaptError(str(e)) from None
 
     def _calibrate(self) -> None:
-        """Activation statistics and sensitivities of the original on the speaker's windows,
-        when some chosen method needs them (saved: a resumed run reads them back)."""
-        import torch
-        from safetensors.torch import load_file
+        """Activation statistics and sensitivities, when a chosen method needs them
+        (`asr_app.adapt.calibration`)."""
+        from asr_app.adapt.calibration import calibrate_stage
 
-        from asr_app.compression.calibrate import ActivationStats, collect_activation_stats, measure_sensitivity
-
-        ctx, opts = self.ctx, self.options
-        if not any(m.needs_activation_stats for m in opts.methods):
-            return
-        path = self.folder / "stats.safetensors"
-        done = ctx.done("calibrate")
-        ctx.event("stage", "calibrate")
-        if done and path.is_file():
-            ctx.report.stages["calibrate"] = done
-            ctx.stats, ctx.gains = ActivationStats.from_state_dict(load_file(str(path))), done["gains"]
-            return
-        t0 = time.monotonic()
-        n_replay = round(opts.calibration_windows * opts.calibration_replay_share) if ctx.replay else 0
-        mels = [torch.from_numpy(w.mel[None]) for w in evenly(ctx.speaker, opts.calibration_windows - n_replay)]
-        probe = torch.cat(mels[: min(2, len(mels))])  # sensitivity is measured on the speaker
-        mels += [torch.from_numpy(w.mel[None]) for w in evenly(ctx.replay, n_replay)]
-        stats = collect_activation_stats(
-            ctx.teacher, mels, lambda b: ctx.event("progress", ("calibrate", b + 1, len(mels)))
-        )
-        gains = measure_sensitivity(ctx.teacher, probe, seed=opts.seed)
-        save_tensors(stats.state_dict(), path)
-        result = {"wall_s": round(time.monotonic() - t0, 1), "positions": stats.positions, "gains": gains}
-        ctx.finish("calibrate", result)
-        ctx.report.stages["calibrate"] = result
-        ctx.stats, ctx.gains = stats, gains
+        calibrate_stage(self.ctx, self.folder)
 
     def _save(self) -> None:
         """The compressed model, its method blocks and the run's metadata, into the profile."""

@@ -58,6 +58,7 @@ def _adapt_options(args, profile=None):
         layerwise_loss=args.layerwise_loss,
         layerwise_padding_weight=args.layerwise_padding_weight,
         layerwise_attention_kl=args.layerwise_attention_kl,
+        sensitivity=args.sensitivity,
         replay=tuple(args.replay or ()),
         replay_ratio=args.replay_ratio,
         unlabeled=_unlabeled_files(args, profile),

@@ -284,6 +284,14 @@ def _add_training_args(p: argparse.ArgumentParser, d) -> None:
         f"(default {d('layerwise_attention_kl'):g}; 0 turns it off)",
     )
     p.add_argument(
+        "--sensitivity",
+        choices=("noise", "fisher"),
+        default=d("sensitivity"),
+        help="what weighs each site's error in rank allocation: encoder-output error from injected "
+        "noise, or squared gradients of the decoder's loss on your transcripts, per head "
+        f"(default {d('sensitivity')})",
+    )
+    p.add_argument(
         "--full-windows", action="store_true", help="pack every training window to 29 s (default: random fill lengths)"
     )
     p.add_argument(

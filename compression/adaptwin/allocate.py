@@ -59,7 +59,8 @@ def _components(model: nn.Module, stats, gains, attention: bool, ffn: bool, min_
                 s_vo = whitened_product_singular_values(
                     a.v_proj.weight[rows].T.detach(), a.out_proj.weight[:, rows].detach(), cov, eye
                 )
-                out.append(_Component(i, "qk", h, g["qk"] * audio_ctx * s_qk**2, 2 * d + 1, hd, min_rank))
+                qk_gain = g["qk"][h] if isinstance(g["qk"], list) else g["qk"]  # per head (Fisher) or per layer
+                out.append(_Component(i, "qk", h, qk_gain * audio_ctx * s_qk**2, 2 * d + 1, hd, min_rank))
                 out.append(_Component(i, "vo", h, g["attn_out"] * s_vo**2, 2 * d, hd, min_rank))
         if ffn:
             for name in ("fc1", "fc2"):
@@ -134,7 +135,8 @@ def allocate_ranks(
         model: Whisper model with a dense encoder.
         target_ratio: encoder parameters kept / dense encoder parameters, in (0, 1].
         stats: `ActivationStats` (data-aware singular values) or None (plain).
-        gains: `measure_sensitivity` output or None (all sites weigh the same).
+        gains: `calibrate.measure_sensitivity` or `fisher.fisher_sensitivity` output (its
+            "qk" one gain per head) or None (all sites weigh the same).
         attention, ffn: which parts may be factored.
         min_rank: smallest rank any factored component keeps.
     Returns:

@@ -134,3 +134,58 @@ def test_layerwise_distill_with_decoder_losses_learns_and_needs_lengths_for_padd
         TrainConfig(layer_loss="cosine")
     with pytest.raises(ValueError, match="padding_weight"):
         TrainConfig(padding_weight=1.5)
+
+
+def _jfk_batch(tiny):
+    from asr_app.audio import load_audio, log_mel_window
+
+    mel = torch.from_numpy(log_mel_window(tiny.feature_extractor, load_audio(JFK)))[None]
+    text = " And so my fellow Americans, ask not what your country can do for you."
+    sp = tiny.special
+    ids = tiny.tokenizer.encode(text, add_special_tokens=False)
+    return mel, torch.tensor([[sp.timestamp_begin, *ids, sp.timestamp_begin + 200, sp.eot]])
+
+
+def test_fisher_gains_are_the_decoder_loss_squared_gradients_per_head(tiny):
+    """fisher_sensitivity's fc2 gain of the last layer equals the mean squared gradient of the
+    loss at that output, computed here through a zero offset on it; it leaves the model as
+    it was; a query/key head made to weigh far more gets more rank from the allocator."""
+    from asr_app.compression.adaptwin.allocate import allocate_ranks
+    from asr_app.compression.calibrate import collect_activation_stats
+    from asr_app.compression.fisher import fisher_sensitivity
+
+    model = tiny.model
+    mel, labels = _jfk_batch(tiny)
+    attn_before = [layer.self_attn for layer in model.model.encoder.layers]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    requires = [p.requires_grad for p in model.parameters()]
+    gains = fisher_sensitivity(model, [(mel, labels)])
+    assert len(gains) == len(attn_before)
+    assert all(len(g["qk"]) == 6 and min(g["qk"]) > 0 for g in gains)
+    assert all(g[s] > 0 for g in gains for s in ("attn_out", "fc1_out", "fc2_out"))
+    assert [layer.self_attn for layer in model.model.encoder.layers] == attn_before
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert [p.requires_grad for p in model.parameters()] == requires
+    assert all(p.grad is None for p in model.parameters())
+
+    last = model.model.encoder.layers[-1].fc2
+    offset = {}
+
+    def add_zero(module, args, output):
+        offset["z"] = torch.zeros_like(output, requires_grad=True)
+        return output + offset["z"]
+
+    handle = last.register_forward_hook(add_zero)
+    try:
+        loss = model(input_features=mel, labels=labels).loss
+        (grad,) = torch.autograd.grad(loss, offset["z"])
+    finally:
+        handle.remove()
+    assert gains[-1]["fc2_out"] == pytest.approx(float(grad.pow(2).mean()), rel=1e-3)
+
+    stats = collect_activation_stats(model, [mel])
+    plan = allocate_ranks(model, 0.55, stats, gains)
+    heavy = [dict(g, qk=list(g["qk"])) for g in gains]
+    heavy[0]["qk"][2] *= 1e6
+    boosted = allocate_ranks(model, 0.55, stats, heavy)
+    assert boosted.layers[0].qk[2] > plan.layers[0].qk[2]
