@@ -133,9 +133,9 @@ class AdaptOptions:
     kd_weight: float = 0.5
     layerwise_teacher_input: float = 1.0
     layerwise_vtlp: float = 0.0
-    layerwise_loss: str = "nmse"
-    layerwise_padding_weight: float = 1.0
-    layerwise_attention_kl: float = 0.0
+    layerwise_loss: str = "decoder"
+    layerwise_padding_weight: float = 0.1
+    layerwise_attention_kl: float = 0.5
     replay: tuple[str, ...] = ()
     replay_ratio: float = 1.0
     unlabeled: tuple[str, ...] = ()

@@ -32,7 +32,7 @@ from dataclasses import replace
 from asr_app.adapt.context import Context
 from asr_app.adapt.data import PROFILE_LANGUAGE, MelStore, pack_windows
 from asr_app.adapt.options import AdaptError, AdaptOptions
-from asr_app.adapt.report import AdaptReport, tokens_per_word
+from asr_app.adapt.report import AdaptReport, size_note, tokens_per_word
 from asr_app.adapt.state import RunState, save_model_state
 
 SHARED_BEFORE = ("data", "calibrate")
@@ -104,6 +104,9 @@ class Adapter:
                 for stage in get_method(method_opts.method).stages(method_opts):
                     self._method_stage(f"{method_opts.method}.{stage.name}", stage)
         self._count_params()
+        if (note := size_note(opts)) is not None and not opts.refresh_from:
+            ctx.report.notes.append(note)
+            ctx.event("info", "note: " + note)
         if ctx.model is None:  # no method changed the structure: recovery trains a copy
             ctx.model = copy.deepcopy(ctx.teacher)
         from asr_app.adapt.recovery import train_stage

@@ -20,7 +20,7 @@ class AdaptReport:
             evaluated set and model; tokenizer: after a vocabulary change, tokens per word
             of the original and the new tokenizer on the held-out text; footprint: after a
             vocabulary change, int8 bytes on disk and decoder ms per token of both models
-            (`adapt.footprint`).
+            (`adapt.footprint`); notes: lines for the user (e.g. why this size).
     """
 
     profile: str
@@ -34,6 +34,7 @@ class AdaptReport:
     wer: dict = field(default_factory=dict)
     tokenizer: dict = field(default_factory=dict)
     footprint: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +72,22 @@ class AdaptReport:
         return f"the compressed model loses more than {limit:g} WER points against the original ({lost}); " + (
             " or ".join(levers)
         )
+
+
+def size_note(options) -> str | None:
+    """Why the encoder lost the share it did, when AdaPTwin ran at its default ratio (an
+    `AdaptOptions`); None otherwise."""
+    from asr_app.compression.adaptwin.options import AdaptwinOptions
+
+    adaptwin = options.method("adaptwin")
+    if adaptwin is None or adaptwin.target_ratio != AdaptwinOptions.target_ratio:
+        return None
+    return (
+        f"{100 * (1 - adaptwin.target_ratio):.0f}% of the encoder removed: the default, the largest share "
+        "measured to keep every test speaker's other recordings within 2.0 WER points and other voices "
+        "within 2.2 without a replay set (docs/results/adaptwin.md); --target-ratio 0.55 removes 45% "
+        "and loses more"
+    )
 
 
 def tokens_per_word(profile, ctx) -> dict:

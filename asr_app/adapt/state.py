@@ -9,7 +9,13 @@ from pathlib import Path
 from asr_app.adapt.options import AdaptError, AdaptOptions
 
 # options whose default differs from the behaviour before they existed
-BEFORE_OPTION = {"finetune_lora": "encoder"}
+BEFORE_OPTION = {
+    "finetune_lora": "encoder",
+    "layerwise_loss": "nmse",
+    "layerwise_padding_weight": 1.0,
+    "layerwise_attention_kl": 0.0,
+    "sensitivity": "noise",
+}
 # the evaluation set and time budget may change between resumes; training options may not
 LOOSE_OPTIONS = (
     "general_set",

@@ -227,6 +227,8 @@ def _print_report(report, args) -> None:
     for set_name, row in report.wer.items():
         cells = "  ".join(f"{k} {v:.2f}%" for k, v in row.items() if k not in ("set", "utterances"))
         print(f"WER on {set_name} ({row['set']}, {row['utterances']} utts): {cells}")
+    for note in report.notes:
+        print("note: " + note)
     if (advice := report.advice()) is not None:
         print("note: " + advice)
     print("wall time: " + ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in report.stages.items()))

@@ -186,7 +186,7 @@ def test_decoder_attention_twins_full_rank_exact_whitened_better_smaller_kv_cach
         CompressionPlan(decoder_attention=0)
     from asr_app.adapt import AdaptOptions
 
-    assert AdaptOptions.from_flat(decoder_attention_rank=32).run_name() == "tiny.en-keep0.55-decattn32"
+    assert AdaptOptions.from_flat(decoder_attention_rank=32).run_name() == "tiny.en-keep0.85-decattn32"
     with pytest.raises(ValueError, match="decoder_attention_rank"):
         AdaptOptions.from_flat(decoder_attention_rank=0)
 
@@ -240,10 +240,10 @@ def test_pruned_ffn_full_width_is_exact_and_refit_beats_keeping_columns():
     from asr_app.adapt import AdaptOptions
     from asr_app.cli import build_parser
 
-    assert AdaptOptions.from_flat(ffn_method="prune").run_name() == "tiny.en-keep0.55-ffnprune"
+    assert AdaptOptions.from_flat(ffn_method="prune").run_name() == "tiny.en-keep0.85-ffnprune"
     # another LoRA rank, batch or seed is another run, not "a run with other options"
     assert (
-        AdaptOptions.from_flat(lora_rank=384, batch_size=4, seed=1).run_name() == "tiny.en-keep0.55-lora384-bs4-seed1"
+        AdaptOptions.from_flat(lora_rank=384, batch_size=4, seed=1).run_name() == "tiny.en-keep0.85-lora384-bs4-seed1"
     )
     assert build_parser().parse_args(["adapt", "--profile", "p", "--ffn-method", "prune"]).ffn_method == "prune"
     with pytest.raises(ValueError, match="ffn_method"):
@@ -639,9 +639,9 @@ def test_speed_perturbation_moves_tempo_pitch_and_timestamps(tiny):
     ]  # same words
 
     assert AdaptOptions.from_flat(speed_perturb=()).run_name().endswith("-spoff")
-    assert AdaptOptions().run_name() == "tiny.en-keep0.55"
+    assert AdaptOptions().run_name() == "tiny.en-keep0.85"
     # options that change training name their own run folder (a resume refuses other options)
-    assert AdaptOptions.from_flat(kd_weight=1.0, layerwise_teacher_input=0).run_name() == "tiny.en-keep0.55-kd1-lwti0"
+    assert AdaptOptions.from_flat(kd_weight=1.0, layerwise_teacher_input=0).run_name() == "tiny.en-keep0.85-kd1-lwti0"
     with pytest.raises(ValueError, match="layerwise_teacher_input"):
         AdaptOptions.from_flat(layerwise_teacher_input=-1)
     for bad in ((1.0,), (3.0,)):
@@ -679,8 +679,8 @@ def test_finetune_lora_trains_only_the_part_it_is_told(tiny, tmp_path):
         lora_targets("embeddings")
     with pytest.raises(ValueError, match="finetune_lora"):
         AdaptOptions.from_flat(finetune_lora="embeddings")
-    assert AdaptOptions.from_flat(finetune_lora="encoder").run_name() == "tiny.en-keep0.55-ftencoder"
-    assert AdaptOptions().run_name() == "tiny.en-keep0.55"
+    assert AdaptOptions.from_flat(finetune_lora="encoder").run_name() == "tiny.en-keep0.85-ftencoder"
+    assert AdaptOptions().run_name() == "tiny.en-keep0.85"
     # a run folder written before the option existed fine-tuned the encoder: it resumes as that
     opts = AdaptOptions.from_flat(finetune_lora="encoder")
     # (state.json as the single-method code wrote it: flat options, no "methods", stage "factor")
