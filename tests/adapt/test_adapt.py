@@ -740,3 +740,14 @@ def test_adapt_advises_a_larger_ratio_when_the_compressed_model_loses_more_than_
     report.wer["general"]["compressed"] = 6.0
     assert main(["adapt", "--profile", "me", "--device", "cpu"]) == 0
     assert "note:" not in capsys.readouterr().out
+
+
+def test_the_default_size_is_explained_and_a_chosen_one_is_not():
+    from asr_app.adapt import AdaptOptions
+    from asr_app.adapt.report import size_note
+
+    note = size_note(AdaptOptions())
+    assert note is not None and note.startswith("15% of the encoder removed: the default")
+    assert "--target-ratio 0.55" in note
+    assert size_note(AdaptOptions.from_flat(target_ratio=0.55)) is None
+    assert size_note(AdaptOptions.from_flat(("fvt",))) is None  # no encoder compression
