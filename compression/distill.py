@@ -252,18 +252,44 @@ class LayerTargets:
         encoder = encoder_of(teacher)
         self._norms = [layer.self_attn_layer_norm for layer in encoder.layers[1:]]
         self._final_norm = encoder.layer_norm
-        self._cross = [(d.encoder_attn.k_proj, d.encoder_attn.v_proj) for d in decoder_of(teacher).layers]
+        self._cross = [
+            proj for d in decoder_of(teacher).layers for proj in (d.encoder_attn.k_proj, d.encoder_attn.v_proj)
+        ]
+        with torch.no_grad():  # sum_p ||W_p x + b_p||^2 = x^T G x + 2 c^T x + beta over the projections
+            self._gram = sum(p.weight.mT @ p.weight for p in self._cross)
+            biases = [(p.weight, p.bias) for p in self._cross if p.bias is not None]
+            self._c = sum((w.mT @ b for w, b in biases), torch.zeros_like(self._gram[0]))
+            self._beta = float(sum(float(b.pow(2).sum()) for _, b in biases))
 
     def __call__(self, index: int, hidden: Tensor) -> Tensor:
         """Layer `index`'s output (batch, positions, d_model) in the compared space:
         (batch, positions, d_model), or for the last layer in "decoder" mode
-        (batch, positions, 2 * decoder_layers * d_model)."""
+        (batch, positions, 2 * decoder_layers * d_model) (`nmse` never builds this one)."""
         if self.mode == "nmse":
             return hidden
         if index < len(self._norms):
             return self._norms[index](hidden)
         normed = self._final_norm(hidden)
-        return torch.cat([proj(normed) for pair in self._cross for proj in pair], dim=-1)
+        return torch.cat([proj(normed) for proj in self._cross], dim=-1)
+
+    def nmse(self, index: int, out: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
+        """`weighted_nmse` of layer `index`'s output `out` against the teacher's `target`
+        (both (batch, positions, d_model)) in the compared space. For the last layer in
+        "decoder" mode it is computed through the projections' Gram matrix (d_model x d_model:
+        the biases cancel in the error), so the 2 * decoder_layers * d_model-wide keys and
+        values are never built; equal to `weighted_nmse(self(i, out), self(i, target))`."""
+        if self.mode == "nmse" or index < len(self._norms):
+            with torch.no_grad():
+                want = self(index, target)
+            return weighted_nmse(self(index, out), want, weights)
+        with torch.no_grad():
+            x = self._final_norm(target)
+            ref = ((x @ self._gram) * x).sum(-1) + 2 * (x @ self._c) + self._beta  # (batch, positions)
+        delta = self._final_norm(out) - x
+        err = ((delta @ self._gram) * delta).sum(-1)
+        if weights is not None:
+            err, ref = err * weights, ref * weights
+        return err.sum() / ref.sum().clamp_min(1e-12)
 
 
 def _head_logits(attn, x: Tensor, query_stride: int) -> Tensor:
@@ -396,13 +422,11 @@ def layerwise_distill(
         loss: Tensor | float = 0.0
         x = captured[0][0]  # the conv front end is not factored: same input as the teacher's
         for i, (layer, t_layer, (x_teacher, y)) in enumerate(zip(s_enc.layers, t_enc.layers, captured)):
-            with torch.no_grad():
-                target = targets(i, y)
             out = _run_layer(layer, x.detach())
-            loss = loss + weighted_nmse(targets(i, out), target, weights)
+            loss = loss + targets.nmse(i, out, y, weights)
             if cfg.teacher_input_weight > 0:
                 imitated = _run_layer(layer, x_teacher)
-                loss = loss + cfg.teacher_input_weight * weighted_nmse(targets(i, imitated), target, weights)
+                loss = loss + cfg.teacher_input_weight * targets.nmse(i, imitated, y, weights)
             if cfg.attention_kl > 0:
                 loss = loss + cfg.attention_kl * attention_map_kl(t_layer, layer, x_teacher, weights)
             x = out  # the next layer learns to correct the error its inputs already carry

@@ -46,6 +46,7 @@ class Context:
         self.replay: list[Window] = []
         self.perturbed: list[Window] = []
         self.data: dict = {}
+        self.trained_takes: list[str] = []  # audio paths (relative to the profile) of the training takes
         self.stats: Any = None  # ActivationStats
         self.gains: Any = None  # list of per-layer sensitivities
         self.model_dir: Path | None = None
@@ -69,12 +70,16 @@ class Context:
         distillation toward the teacher is then off: their logits are not comparable)."""
         return self.tokenizer is not None
 
-    def batches(self, windows: list[Window], rng: random.Random) -> LazyBatches:
-        """One shuffled pass of (log-mel, labels) batches of `options.batch_size` windows,
-        stacked when read (`LazyBatches`)."""
-        from asr_app.adapt.data import batches
+    def batches(self, windows: list[Window], rng: random.Random, steps: int = 0) -> LazyBatches:
+        """Shuffled (log-mel, labels) batches of `options.batch_size` windows, stacked when
+        read (`LazyBatches`): one pass, or as many passes (each shuffled anew) as give at
+        least `steps` batches."""
+        from asr_app.adapt.data import batch_order
 
-        return batches(windows, self.options.batch_size, rng, with_labels=True)
+        chunks: list[list[int]] = []
+        while windows and (not chunks or len(chunks) < steps):
+            chunks += batch_order(len(windows), self.options.batch_size, rng)
+        return LazyBatches(windows, chunks, with_labels=True)
 
     def compressed_bundle(self, model):
         """The base bundle with `model` and, after a vocabulary change, its tokenizer."""

@@ -7,7 +7,6 @@ memory does not grow with the hours a profile holds."""
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -47,10 +46,8 @@ class MelStore:
             self.shape = mel.shape
         elif mel.shape != self.shape:
             raise ValueError(f"window of shape {mel.shape} in a store of {self.shape}")
-        with open(self.path, "ab") as f:
+        with open(self.path, "ab") as f:  # no fsync: a resumed run packs its windows again
             f.write(mel.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
         self.count += 1
         return self.count - 1
 
@@ -65,7 +62,10 @@ class MelStore:
         n = int(np.prod(self.shape))
         with open(self.path, "rb") as f:
             f.seek(index * n * 4)
-            return np.fromfile(f, dtype=np.float32, count=n).reshape(self.shape)
+            mel = np.fromfile(f, dtype=np.float32, count=n)
+        if mel.size != n:
+            raise IndexError(f"window {index} of {self.path} is cut short (the file was truncated)")
+        return mel.reshape(self.shape)
 
 
 @dataclass
@@ -227,9 +227,11 @@ class LazyBatches(Sequence):
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __getitem__(self, i):  # int indices only
+    def __getitem__(self, i):
         import torch
 
+        if isinstance(i, slice):
+            return LazyBatches(self.windows, self.chunks[i], self.with_labels)
         chunk = [self.windows[j] for j in self.chunks[i]]
         mel = torch.from_numpy(np.stack([w.mel for w in chunk]))
         if not self.with_labels:

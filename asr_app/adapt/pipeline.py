@@ -67,7 +67,8 @@ class Adapter:
         from asr_app.compression.methods import get_method
 
         if self.options.refresh_from:
-            return ["data", *(n for n in SHARED_AFTER if n != "control")]
+            skip = {"control"} | ({"layerwise"} if self.options.finetune_lora != "decoder" else set())
+            return ["data", *(n for n in SHARED_AFTER if n not in skip)]
         names = list(SHARED_BEFORE)
         for opts in self.options.methods:
             names += [f"{opts.method}.{s.name}" for s in get_method(opts.method).stages(opts)]
@@ -77,7 +78,17 @@ class Adapter:
         return names + after
 
     def run(self) -> AdaptReport:
-        """Run (or resume) every stage in order; returns the report, also saved in the run folder."""
+        """Run (or resume) every stage in order; returns the report, also saved in the run
+        folder. The packed windows (`WINDOWS_DIR`) are removed however the run ends: a
+        resumed run packs them again."""
+        import shutil
+
+        try:
+            return self._run()
+        finally:
+            shutil.rmtree(self.folder / WINDOWS_DIR, ignore_errors=True)
+
+    def _run(self) -> AdaptReport:
         import torch
 
         from asr_app.compression.methods import get_method
@@ -114,6 +125,8 @@ class Adapter:
         for name in ("layerwise", "finetune"):
             if name == "layerwise" and not opts.compresses_encoder:
                 continue  # the encoder is the original's: nothing to distill layer by layer
+            if name == "layerwise" and opts.refresh_from and opts.finetune_lora != "decoder":
+                continue  # fine-tuning adapted this encoder: distilling it toward the original would undo that
             if name in opts.stages:
                 ctx.model = train_stage(ctx, name, ctx.model)
         self._save()
@@ -136,9 +149,6 @@ class Adapter:
         ctx.report.model_dir = str(ctx.model_dir)
         ctx.report.stages["total"] = {"wall_s": round(time.monotonic() - t_start, 1)}
         self._report()
-        import shutil
-
-        shutil.rmtree(self.folder / WINDOWS_DIR, ignore_errors=True)
         return ctx.report
 
     def _count_params(self) -> None:
@@ -203,6 +213,8 @@ class Adapter:
         ctx.event("stage", "data")
         manifest = self.profile.path / "manifest.jsonl"
         train = load_dataset(manifest, split="train") if manifest.exists() else []
+        # what this model trains on, saved with it: a later --refresh trains on what is new
+        ctx.trained_takes = sorted(t.audio for t in self.profile.takes("train", include_flagged=False))
         if not train:
             raise AdaptError(
                 f"profile {self.profile.path.name} has no training takes: record some with "
@@ -306,6 +318,7 @@ class Adapter:
             "data": ctx.data,
             "params": ctx.report.params,
             "created": time.time(),
+            "trained_on": {"takes": ctx.trained_takes, "unlabeled": list(opts.unlabeled)},
         }
         if opts.methods and hasattr(opts.methods[0], "target_ratio"):
             meta["target_ratio"] = opts.methods[0].target_ratio

@@ -1,8 +1,9 @@
 """`asr-app adapt --refresh`: re-adapt a profile's model with what was added since it was
 made (new enrollment takes, new live sessions), starting from the saved model.
 
-What is new is told by time: a take whose `recorded_at`, or a live session whose audio
-file was written, after the model's `created` time. The refresh run skips calibration and
+What is new is what the model did not train on: the takes and live sessions missing from
+the lists it saved (a model saved before those lists: what was recorded after it was
+made). The refresh run skips calibration and
 the methods' compression stages (the saved model already has its structure), and runs the
 recovery stages from the saved weights on every training window, old and new, for
 `REHEARSAL` times the new audio's share of the steps a full run takes (at most a full run):
@@ -46,22 +47,36 @@ def source_model(profile, name: str | None = None) -> dict:
     )
 
 
-def what_is_new(profile, created: float) -> dict:
-    """The training takes and live sessions added to `profile` after Unix time `created`.
+def what_is_new(profile, block: dict) -> dict:
+    """The training takes and live sessions of `profile` that the model whose compression
+    block is `block` (its config.json's) did not train on: by the lists it saved
+    ("trained_on"), or for a model saved before those lists, by time (recorded or written
+    after its "created").
 
     Returns:
         {"takes": [take audio paths, relative to the profile], "takes_s": seconds,
         "live_sessions": [session audio paths], "live_s": seconds, "old_s": seconds of the
-        training takes and live sessions from before}.
+        training takes and live sessions it trained on}.
     """
     from asr_app.adapt.unlabeled import live_sessions
 
     takes = profile.takes("train", include_flagged=False)
-    new_takes = [t for t in takes if t.recorded_at > created]
     sessions = live_sessions(profile.path)
-    new_sessions = [(f, s) for f, s in sessions if f.stat().st_mtime > created]
-    old_s = sum(t.duration_s for t in takes if t.recorded_at <= created)
-    old_s += sum(s for f, s in sessions if f.stat().st_mtime <= created)
+    trained = block.get("trained_on")
+    if trained is not None:
+        known_takes = set(trained.get("takes", ()))
+        known_audio = {str(Path(p).resolve()) for p in trained.get("unlabeled", ())}
+        is_new_take = lambda t: t.audio not in known_takes  # noqa: E731
+        is_new_session = lambda f: str(f.resolve()) not in known_audio  # noqa: E731
+    else:
+        created = float(block.get("created") or 0.0)
+        is_new_take = lambda t: t.recorded_at > created  # noqa: E731
+        is_new_session = lambda f: f.stat().st_mtime > created  # noqa: E731
+    new_takes = [t for t in takes if is_new_take(t)]
+    new_sessions = [(f, s) for f, s in sessions if is_new_session(f)]
+    old_s = sum(t.duration_s for t in takes if not is_new_take(t)) + sum(
+        s for f, s in sessions if not is_new_session(f)
+    )
     return {
         "takes": [t.audio for t in new_takes],
         "takes_s": round(sum(t.duration_s for t in new_takes), 2),
@@ -88,15 +103,15 @@ def refresh_options(profile, model: dict, overrides: dict) -> tuple[AdaptOptions
     try:
         block = json.loads((folder / "config.json").read_text(encoding="utf-8"))["compression"]
         saved = dict(block["options"])
-        created = float(block.get("created") or model["created"])
     except (OSError, ValueError, KeyError) as e:
         raise AdaptError(f"{folder}: cannot read the saved model's options ({e}); adapt again instead") from None
-    new = what_is_new(profile, created)
+    new = what_is_new(profile, {"created": model.get("created"), **block})
     if not new["takes"] and not new["live_sessions"]:
         raise AdaptError(
             f"nothing was added to profile {profile.path.name} since {model['name']} was made: record takes "
             f"(`asr-app enroll --profile {profile.path.name}`) or live sessions (`asr-app transcribe --live "
-            f"--profile {profile.path.name}`) first"
+            f"--profile {profile.path.name}`) first (to finish an interrupted refresh, name the model it "
+            "refreshes: --refresh MODEL)"
         )
     methods = tuple(saved.pop("methods", ("adaptwin",)))
     flat = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}

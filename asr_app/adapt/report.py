@@ -84,8 +84,8 @@ def size_note(options) -> str | None:
         return None
     return (
         f"{100 * (1 - adaptwin.target_ratio):.0f}% of the encoder removed: the default, the largest share "
-        "measured to keep every test speaker's other recordings within 2.0 WER points and other voices "
-        "within 2.2 without a replay set (docs/results/adaptwin.md); --target-ratio 0.55 removes 45% "
+        "measured (without a replay set) to keep every test speaker's other recordings within 2.0 WER "
+        "points and other voices within 2.2 (docs/results/adaptwin.md); --target-ratio 0.55 removes 45% "
         "and loses more"
     )
 

@@ -53,10 +53,13 @@ class RunState:
         # an option added after this run started: the run used what the code did before it
         defaults = AdaptOptions(methods=tuple(type(m)() for m in options.methods)).to_flat()
         old = {**defaults, **BEFORE_OPTION, **self.data["options"]}
-        if {k: v for k, v in old.items() if k not in LOOSE_OPTIONS} != {
-            k: v for k, v in new.items() if k not in LOOSE_OPTIONS
-        }:
-            raise AdaptError(f"{folder} holds a run with other options; delete it to start over")
+        differ = sorted(k for k in set(old) | set(new) if k not in LOOSE_OPTIONS and old.get(k) != new.get(k))
+        if differ:
+            what = ", ".join(f"{k} {old.get(k)!r} there, {new.get(k)!r} now" for k in differ[:4])
+            raise AdaptError(
+                f"{folder} holds a run with other options ({what}; a folder made before an option existed "
+                "ran what the code did then); move it aside or delete it to start over"
+            )
         self.data["options"] = new
 
     def done(self, stage: str) -> dict | None:

@@ -232,9 +232,7 @@ def recover_stage(ctx, opts: FvtOptions) -> dict:
     if steps == 0 or not windows:
         return {"wall_s": 0.0, "steps": 0}
     rng = random.Random(f"{ctx.options.seed}-fvt.recover")
-    batches: list = []
-    while len(batches) < steps:
-        batches += ctx.batches(windows + ctx.perturbed, rng)
+    batches = ctx.batches(windows + ctx.perturbed, rng, steps)  # stacked a step at a time
     weight = decoder_of(model).embed_tokens.weight
     for p in model.parameters():
         p.requires_grad_(False)

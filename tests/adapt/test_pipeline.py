@@ -268,3 +268,6 @@ def test_refresh_of_a_profile_without_a_model_says_what_to_run(tmp_path, capsys)
     profile = _noise_profile(tmp_path, n=2)
     assert main(["adapt", "--profile-dir", str(profile.path), "--refresh", "--device", "cpu"]) != 0
     assert f"no adapted model to refresh: run `asr-app adapt --profile {profile.path.name}`" in capsys.readouterr().err
+    # flags the refresh would not apply are refused, named
+    assert main(["adapt", "--profile-dir", str(profile.path), "--refresh", "--target-ratio", "0.55"]) != 0
+    assert "--target-ratio would not apply" in capsys.readouterr().err

@@ -71,6 +71,19 @@ def test_layer_targets_read_layers_as_the_next_layer_and_the_decoder_do(tiny):
         first = dec.layers[0].encoder_attn
         torch.testing.assert_close(kv[..., :384], first.k_proj(encoder_out), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(kv[..., 384:768], first.v_proj(encoder_out), rtol=1e-4, atol=1e-4)
+    # nmse: the same as comparing the views, the last layer's without building them
+    from asr_app.compression.distill import weighted_nmse
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(1, 1500, generator=g)
+    for i in (0, last):
+        target = hidden[i + 1] if i < last else enc.layers[last](hidden[-2], None)
+        target = target[0] if isinstance(target, tuple) else target
+        out = target + 0.05 * torch.randn(target.shape, generator=g)
+        with torch.no_grad():
+            want = weighted_nmse(normed(i, out), normed(i, target), w)
+            got = normed.nmse(i, out, target, w)
+        assert float(got) == pytest.approx(float(want), rel=1e-3), i
     with pytest.raises(ValueError, match="layer loss"):
         LayerTargets(tiny.model, "cosine")
 
@@ -159,6 +172,7 @@ def test_fisher_gains_are_the_decoder_loss_squared_gradients_per_head(tiny):
     attn_before = [layer.self_attn for layer in model.model.encoder.layers]
     state = {k: v.clone() for k, v in model.state_dict().items()}
     requires = [p.requires_grad for p in model.parameters()]
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]  # other tests may leave some
     gains = fisher_sensitivity(model, [(mel, labels)])
     assert len(gains) == len(attn_before)
     assert all(len(g["qk"]) == 6 and min(g["qk"]) > 0 for g in gains)
@@ -166,7 +180,10 @@ def test_fisher_gains_are_the_decoder_loss_squared_gradients_per_head(tiny):
     assert [layer.self_attn for layer in model.model.encoder.layers] == attn_before
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert [p.requires_grad for p in model.parameters()] == requires
-    assert all(p.grad is None for p in model.parameters())
+    assert all(
+        (g is None and p.grad is None) or (g is not None and torch.equal(p.grad, g))
+        for p, g in zip(model.parameters(), grads)
+    )
 
     last = model.model.encoder.layers[-1].fc2
     offset = {}
