@@ -108,7 +108,7 @@ class Adapter:
             from asr_app.adapt.refresh import load_source
 
             ctx.model, ctx.blocks = load_source(self.profile, opts, ctx.device)
-            ctx.report.stages["refresh"] = {"from": opts.refresh_from, "step_share": opts.refresh_share}
+            ctx.data["refresh"] = {"from": opts.refresh_from, "step_share": opts.refresh_share}
         else:
             self._calibrate()
             for method_opts in opts.methods:

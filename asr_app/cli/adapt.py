@@ -246,5 +246,6 @@ def _print_report(report, args) -> None:
         print("note: " + note)
     if (advice := report.advice()) is not None:
         print("note: " + advice)
-    print("wall time: " + ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in report.stages.items()))
+    times = {k: v["wall_s"] for k, v in report.stages.items() if isinstance(v, dict) and v.get("wall_s") is not None}
+    print("wall time: " + ", ".join(f"{k} {t:.0f} s" for k, t in times.items()))
     print(f"report written to {Path(report.model_dir) / 'report.json'}")

@@ -250,7 +250,7 @@ def test_refresh_goes_on_from_the_saved_model_with_what_was_added(
 
     report = run_adapt(profile, refresh)
     assert RUNS == ["scale"]  # the method's stage did not run again
-    assert report.stages["refresh"] == {"from": model["name"], "step_share": refresh.refresh_share}
+    assert report.data["refresh"] == {"from": model["name"], "step_share": refresh.refresh_share}
     assert 0 < refresh.refresh_share < 1
     windows = report.data["speaker_windows"] + report.data["replay_windows"]
     for stage in ("layerwise", "finetune"):
