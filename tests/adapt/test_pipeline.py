@@ -96,6 +96,23 @@ def scale_method():
     methods.METHODS.pop("scale_test", None)
 
 
+def _small_run(base, **changes):
+    """Options of a quick adaptation of the synthetic Whisper with the test method."""
+    from asr_app.adapt import AdaptOptions
+
+    values = dict(
+        base=str(base),
+        methods=(ScaleOptions(0.5),),
+        layerwise_epochs=0.5,
+        batch_size=2,
+        lora_rank=2,
+        control=False,
+        speed_perturb=(),
+        threads=TEST_THREADS,
+    )
+    return AdaptOptions(**{**values, **changes})
+
+
 def _noise_profile(tmp_path, n=11):
     from asr_app.enroll.profile import Profile
 
@@ -111,7 +128,7 @@ def _noise_profile(tmp_path, n=11):
 def test_a_registered_method_runs_resumes_saves_loads_and_exports(
     synthetic_whisper, scale_method, tmp_path, monkeypatch
 ):
-    from asr_app.adapt import Adapter, AdaptOptions, run_adapt
+    from asr_app.adapt import Adapter, run_adapt
     from asr_app.compression.checkpoint import compression_block
     from asr_app.models import load_model
 
@@ -125,17 +142,7 @@ def test_a_registered_method_runs_resumes_saves_loads_and_exports(
     RUNS.clear()
     EMITTED.clear()
     profile = _noise_profile(tmp_path)
-    opts = AdaptOptions(
-        base=str(synthetic_whisper),
-        methods=(ScaleOptions(0.5),),
-        stages=("layerwise",),
-        layerwise_epochs=0.5,
-        batch_size=2,
-        lora_rank=2,
-        control=False,
-        speed_perturb=(),
-        threads=TEST_THREADS,
-    )
+    opts = _small_run(synthetic_whisper, stages=("layerwise",))
     assert Adapter(profile, opts).stage_names() == [
         "data",
         "calibrate",
@@ -195,7 +202,7 @@ def test_refresh_goes_on_from_the_saved_model_with_what_was_added(
     model's options, skips calibration and the method's stage, starts recovery from the
     saved weights for its share of a full run's steps, resumes in the same folder after an
     interruption, and saves a new model that --profile then uses."""
-    from asr_app.adapt import Adapter, AdaptOptions, run_adapt
+    from asr_app.adapt import Adapter, run_adapt
     from asr_app.adapt.options import AdaptError
     from asr_app.adapt.refresh import refresh_options, source_model
     from asr_app.compression.checkpoint import load_compressed
@@ -207,17 +214,7 @@ def test_refresh_goes_on_from_the_saved_model_with_what_was_added(
     monkeypatch.setattr(asr_app.decoding, "DecodingOptions", greedy)
     RUNS.clear()
     profile = _noise_profile(tmp_path)
-    opts = AdaptOptions(
-        base=str(synthetic_whisper),
-        methods=(ScaleOptions(0.5),),
-        layerwise_epochs=0.5,
-        finetune_epochs=0.5,
-        batch_size=2,
-        lora_rank=2,
-        control=False,
-        speed_perturb=(),
-        threads=TEST_THREADS,
-    )
+    opts = _small_run(synthetic_whisper, finetune_epochs=0.5)
     run_adapt(profile, opts)
     assert RUNS == ["scale"]
     model = source_model(profile)
