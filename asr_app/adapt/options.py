@@ -252,6 +252,15 @@ class AdaptOptions:
         only then); a method's options say so with `compresses_encoder` (default True)."""
         return any(getattr(m, "compresses_encoder", True) for m in self.methods)
 
+    @property
+    def distills_layerwise(self) -> bool:
+        """Whether the layer-wise distillation stage runs: the encoder was compressed, and
+        (for a refresh) fine-tuning left the encoder alone; a refresh of a model whose
+        encoder fine-tuning adapted would undo that by distilling it toward the original."""
+        if self.refresh_from and self.finetune_lora != "decoder":
+            return False
+        return self.compresses_encoder
+
     def to_flat(self) -> dict:
         """JSON-able dict of every option: the shared fields, each method's fields, and
         "methods" (their names). The layout of state.json and the report's options."""

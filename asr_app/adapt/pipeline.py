@@ -67,12 +67,12 @@ class Adapter:
         from asr_app.compression.methods import get_method
 
         if self.options.refresh_from:
-            skip = {"control"} | ({"layerwise"} if self.options.finetune_lora != "decoder" else set())
+            skip = {"control"} | ({"layerwise"} if not self.options.distills_layerwise else set())
             return ["data", *(n for n in SHARED_AFTER if n not in skip)]
         names = list(SHARED_BEFORE)
         for opts in self.options.methods:
             names += [f"{opts.method}.{s.name}" for s in get_method(opts.method).stages(opts)]
-        after = [n for n in SHARED_AFTER if n != "layerwise" or self.options.compresses_encoder]
+        after = [n for n in SHARED_AFTER if n != "layerwise" or self.options.distills_layerwise]
         if self.options.changes_vocabulary:
             after.insert(after.index("save") + 1, "footprint")
         return names + after
@@ -108,6 +108,7 @@ class Adapter:
             from asr_app.adapt.refresh import load_source
 
             ctx.model, ctx.blocks = load_source(self.profile, opts, ctx.device)
+            before_refresh = copy.deepcopy(ctx.model)  # evaluated beside the refreshed one
             ctx.data["refresh"] = {"from": opts.refresh_from, "step_share": opts.refresh_share}
         else:
             self._calibrate()
@@ -123,10 +124,8 @@ class Adapter:
         from asr_app.adapt.recovery import train_stage
 
         for name in ("layerwise", "finetune"):
-            if name == "layerwise" and not opts.compresses_encoder:
-                continue  # the encoder is the original's: nothing to distill layer by layer
-            if name == "layerwise" and opts.refresh_from and opts.finetune_lora != "decoder":
-                continue  # fine-tuning adapted this encoder: distilling it toward the original would undo that
+            if name == "layerwise" and not opts.distills_layerwise:
+                continue
             if name in opts.stages:
                 ctx.model = train_stage(ctx, name, ctx.model)
         self._save()
@@ -142,9 +141,7 @@ class Adapter:
             "compressed": ctx.compressed_bundle(ctx.model),
         }
         if opts.refresh_from:  # the model before the refresh, beside it
-            from asr_app.adapt.refresh import load_source
-
-            bundles["before_refresh"] = ctx.compressed_bundle(load_source(self.profile, opts, ctx.device)[0])
+            bundles["before_refresh"] = ctx.compressed_bundle(before_refresh)
         evaluate_stage(ctx, bundles)
         ctx.report.model_dir = str(ctx.model_dir)
         ctx.report.stages["total"] = {"wall_s": round(time.monotonic() - t_start, 1)}

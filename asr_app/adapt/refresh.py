@@ -56,12 +56,14 @@ def what_is_new(profile, block: dict) -> dict:
     Returns:
         {"takes": [take audio paths, relative to the profile], "takes_s": seconds,
         "live_sessions": [session audio paths], "live_s": seconds, "old_s": seconds of the
-        training takes and live sessions it trained on}.
+        training takes and live sessions it trained on, "every_session": [every live
+        session's audio path, new or not]}.
     """
     from asr_app.adapt.unlabeled import live_sessions
 
     takes = profile.takes("train", include_flagged=False)
     sessions = live_sessions(profile.path)
+    every_session = [str(f) for f, _ in sessions]
     trained = block.get("trained_on")
     if trained is not None:
         known_takes = set(trained.get("takes", ()))
@@ -83,6 +85,7 @@ def what_is_new(profile, block: dict) -> dict:
         "live_sessions": [str(f) for f, _ in new_sessions],
         "live_s": round(sum(s for _, s in new_sessions), 2),
         "old_s": round(old_s, 2),
+        "every_session": every_session,
     }
 
 
@@ -97,14 +100,13 @@ def refresh_options(profile, model: dict, overrides: dict) -> tuple[AdaptOptions
         AdaptError: the model folder or its options are missing, the model changed the
             vocabulary (FVT: adapt again instead), or nothing was added since it was made.
     """
-    from asr_app.adapt.unlabeled import live_sessions
+    from asr_app.compression.checkpoint import compression_block
 
     folder = profile.path / model["path"]
-    try:
-        block = json.loads((folder / "config.json").read_text(encoding="utf-8"))["compression"]
-        saved = dict(block["options"])
-    except (OSError, ValueError, KeyError) as e:
-        raise AdaptError(f"{folder}: cannot read the saved model's options ({e}); adapt again instead") from None
+    block = compression_block(folder)
+    if block is None or not isinstance(block.get("options"), dict):
+        raise AdaptError(f"{folder}: cannot read the saved model's options; adapt again instead")
+    saved = dict(block["options"])
     new = what_is_new(profile, {"created": model.get("created"), **block})
     if not new["takes"] and not new["live_sessions"]:
         raise AdaptError(
@@ -115,8 +117,7 @@ def refresh_options(profile, model: dict, overrides: dict) -> tuple[AdaptOptions
         )
     methods = tuple(saved.pop("methods", ("adaptwin",)))
     flat = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
-    sessions = [str(f) for f, _ in live_sessions(profile.path)]
-    flat["unlabeled"] = tuple(dict.fromkeys([*flat.get("unlabeled", ()), *sessions]))
+    flat["unlabeled"] = tuple(dict.fromkeys([*flat.get("unlabeled", ()), *new["every_session"]]))
     flat.update(control=False, refresh_from=model["name"], **{k: v for k, v in overrides.items() if k in RUN_OPTIONS})
     digest = hashlib.sha1(json.dumps([new["takes"], new["live_sessions"]]).encode()).hexdigest()[:6]
     flat["refresh_key"] = digest

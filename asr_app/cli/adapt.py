@@ -134,18 +134,15 @@ def _unlabeled_files(args, profile) -> tuple[str, ...]:
         raise ValueError(str(e)) from None
 
 
-REFRESH_APPLIES = ("threads", "time_budget_min", "general_set", "general_limit", "speaker_set", "speaker_filter")
-
-
 def _refresh_options(args, profile):
     """The options of `--refresh [MODEL]` (see asr_app.adapt.refresh), after saying what is new."""
     import argparse
 
-    from asr_app.adapt.refresh import refresh_options, source_model
+    from asr_app.adapt.refresh import RUN_OPTIONS, refresh_options, source_model
     from asr_app.cli.adapt_args import add_arguments
 
     defaults = vars(add_arguments(argparse.ArgumentParser().add_subparsers()).parse_args([]))
-    kept = {"profile", "profile_dir", "refresh", "quiet", "device", "no_control", *REFRESH_APPLIES}
+    kept = {"profile", "profile_dir", "refresh", "quiet", "no_control", *RUN_OPTIONS}
     given = sorted(k for k, v in vars(args).items() if k in defaults and k not in kept and v != defaults[k])
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
@@ -154,15 +151,7 @@ def _refresh_options(args, profile):
             "again without --refresh to change them"
         )
     model = source_model(profile, args.refresh or None)
-    given_run = {
-        "threads": args.threads,
-        "device": resolve_train_device(args.device),
-        "time_budget_min": args.time_budget_min,
-        "general_set": args.general_set,
-        "general_limit": args.general_limit,
-        "speaker_set": args.speaker_set,
-        "speaker_filter": args.speaker_filter,
-    }
+    given_run = {k: getattr(args, k) for k in RUN_OPTIONS} | {"device": resolve_train_device(args.device)}
     opts, new = refresh_options(profile, model, {k: v for k, v in given_run.items() if v is not None})
     print(
         f"refreshing {model['name']}: {len(new['takes'])} new takes ({new['takes_s'] / 60:.1f} min), "
