@@ -29,6 +29,9 @@ from asr_app.compression.surgery import decoder_of, encoder_of
 SITES = ("qk", "attn_out", "fc1_out", "fc2_out")
 
 
+_OPTIONAL_KINDS = ("attn_mean", "vo_in", "vo_mean")
+
+
 @dataclass
 class ActivationStats:
     """Mean second moments of layer inputs over every encoder position seen.
@@ -38,51 +41,123 @@ class ActivationStats:
         fc1_in: per layer, (d_model, d_model): input of fc1 (after the final layer norm).
         fc2_in: per layer, (ffn_dim, ffn_dim): input of fc2 (after GELU).
         positions: number of encoder positions (20 ms each) averaged over.
+        attn_mean: per layer, (d_model,): mean of the self-attention input (for mean-
+            centred factorization), or None (statistics saved before it was kept).
+        vo_in: per layer, (heads, d_model, d_model): second moment of each head's
+            attention-mixed input z_h = A_h x (A_h: the head's softmax weights, x the
+            attention input), which is what the value/output product W_v^T W_o^T acts on;
+            None unless collected with heads=True.
+        vo_mean: per layer, (heads, d_model): mean of z_h, or None.
     """
 
     attn_in: list[Tensor]
     fc1_in: list[Tensor]
     fc2_in: list[Tensor]
     positions: int
+    attn_mean: list[Tensor] | None = None
+    vo_in: list[Tensor] | None = None
+    vo_mean: list[Tensor] | None = None
 
     def state_dict(self) -> dict[str, Tensor]:
         """Flat tensors for safetensors (float64 kept)."""
         out = {"positions": torch.tensor([self.positions])}
-        for kind in ("attn_in", "fc1_in", "fc2_in"):
-            out.update({f"{kind}.{i}": c.contiguous() for i, c in enumerate(getattr(self, kind))})
+        for kind in ("attn_in", "fc1_in", "fc2_in", *_OPTIONAL_KINDS):
+            out.update({f"{kind}.{i}": c.contiguous() for i, c in enumerate(getattr(self, kind) or [])})
         return out
 
     @classmethod
     def from_state_dict(cls, d: dict[str, Tensor]) -> ActivationStats:
         n = len([k for k in d if k.startswith("attn_in.")])
         get = lambda kind: [d[f"{kind}.{i}"] for i in range(n)]  # noqa: E731
-        return cls(get("attn_in"), get("fc1_in"), get("fc2_in"), int(d["positions"][0]))
+        optional = {kind: get(kind) if f"{kind}.0" in d else None for kind in _OPTIONAL_KINDS}
+        return cls(get("attn_in"), get("fc1_in"), get("fc2_in"), int(d["positions"][0]), **optional)
+
+    def twin_statistics(self, layer: int, centre: bool, per_head: bool, heads: int) -> TwinStatistics:
+        """The statistics the product twins of encoder layer `layer` are factored with.
+
+        Args:
+            centre: subtract the means (covariances instead of second moments) and give
+                the means, so the factorization's error on the mean goes into the biases.
+            per_head: the value/output twin of each head weighted by that head's
+                attention-mixed input (`vo_in`) instead of the layer input.
+            heads: the layer's number of heads.
+        Raises:
+            ValueError: statistics that were not collected (`collect_activation_stats`
+                with heads=True for per_head; any run of today's for centre).
+        """
+        cov = self.attn_in[layer]
+        mean = None
+        if centre:
+            if self.attn_mean is None:
+                raise ValueError("mean-centred twins need the attention inputs' means: measure the statistics again")
+            mean = self.attn_mean[layer]
+        if per_head:
+            if self.vo_in is None or self.vo_mean is None:
+                raise ValueError("per-head value/output statistics were not collected (heads=True)")
+            vo_cov = list(self.vo_in[layer])
+            vo_mean = list(self.vo_mean[layer]) if centre else [None] * heads
+        else:
+            vo_cov, vo_mean = [cov] * heads, [mean] * heads
+        return TwinStatistics(cov, mean, vo_cov, vo_mean)
+
+
+@dataclass
+class TwinStatistics:
+    """What one attention layer's product twins are factored with (float64).
+
+    Attributes:
+        qk_cov: (d_model, d_model) second moment of the queries' and keys' input.
+        qk_mean: (d_model,) its mean, or None (no centring).
+        vo_cov: per head, (d_model, d_model): second moment of what the head's value/output
+            product acts on.
+        vo_mean: per head, (d_model,) or None.
+    """
+
+    qk_cov: Tensor
+    qk_mean: Tensor | None
+    vo_cov: list[Tensor]
+    vo_mean: list[Tensor | None]
 
 
 @torch.no_grad()
-def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor], on_batch=None) -> ActivationStats:
-    """Accumulate input second moments of every encoder layer over `mel_batches`.
+def collect_activation_stats(
+    model: nn.Module, mel_batches: Iterable[Tensor], on_batch=None, heads: bool = False
+) -> ActivationStats:
+    """Accumulate input second moments (and the attention inputs' means) of every encoder
+    layer over `mel_batches`.
 
     Args:
         model: Whisper model (dense encoder); run in eval mode on its own device.
         mel_batches: iterable of (batch, n_mels, 3000) float32 log-mel windows.
         on_batch: optional callback(batch_index) for progress.
+        heads: also each head's attention-mixed input statistics (`ActivationStats.vo_in`,
+            `vo_mean`): the softmax weights are recomputed from the dense attention's
+            projections, (batch, heads, T, T) per layer at a time.
     Returns:
         ActivationStats (float64 tensors on CPU).
-    Source: activation statistics for whitened low-rank factorization (SVD-LLM style).
+    Source: activation statistics for whitened low-rank factorization (SVD-LLM style);
+        per-head value statistics and mean-centring follow LiteASR (Kamahori et al., 2025).
     """
     encoder = encoder_of(model)
     sums: dict[tuple[str, int], Tensor] = {}
     count = [0]
 
+    def add(key, value: Tensor) -> None:
+        sums[key] = sums.get(key, 0) + value.to(torch.float64).cpu()
+
     def hook(kind: str, i: int, from_kwargs: bool):
         def fn(module, args, kwargs=None):
-            x = kwargs["hidden_states"] if from_kwargs and "hidden_states" in kwargs else args[0]
-            x = x.reshape(-1, x.shape[-1]).to(torch.float64)
-            key = (kind, i)
-            sums[key] = sums.get(key, 0) + (x.T @ x).cpu()
-            if kind == "attn_in" and i == 0:
-                count[0] += x.shape[0]
+            x3 = kwargs["hidden_states"] if from_kwargs and "hidden_states" in kwargs else args[0]
+            x = x3.reshape(-1, x3.shape[-1]).to(torch.float64)
+            add((kind, i), x.T @ x)
+            if kind == "attn_in":
+                add(("attn_mean", i), x.sum(0))
+                if heads:
+                    z = _head_probs(module, x3) @ x3[:, None]  # (batch, heads, T, d_model)
+                    add(("vo_in", i), torch.einsum("bhtd,bhte->hde", z, z))
+                    add(("vo_mean", i), z.sum((0, 2)))
+                if i == 0:
+                    count[0] += x.shape[0]
 
         return fn
 
@@ -104,7 +179,15 @@ def collect_activation_stats(model: nn.Module, mel_batches: Iterable[Tensor], on
         raise ValueError("no audio windows to measure activation statistics on")
     n = len(encoder.layers)
     get = lambda kind: [sums[(kind, i)] / count[0] for i in range(n)]  # noqa: E731
-    return ActivationStats(get("attn_in"), get("fc1_in"), get("fc2_in"), count[0])
+    return ActivationStats(
+        get("attn_in"),
+        get("fc1_in"),
+        get("fc2_in"),
+        count[0],
+        get("attn_mean"),
+        get("vo_in") if heads else None,
+        get("vo_mean") if heads else None,
+    )
 
 
 @dataclass
@@ -230,6 +313,15 @@ def _split_heads(attn: Any, x: Tensor) -> Tensor:
     """(batch, T, d_model) -> (batch, heads, T, head_dim); attn: a transformers `WhisperAttention`."""
     b, t, _ = x.shape
     return x.view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+
+
+def _head_probs(attn: Any, x: Tensor) -> Tensor:
+    """Softmax attention weights of every head, (batch, heads, T, T), of a dense Whisper
+    attention, or of a compressed one that says them itself (a `head_probs(x)` method, as
+    AdaPTwin's `TwinSelfAttention` has)."""
+    if hasattr(attn, "head_probs"):
+        return attn.head_probs(x)
+    return F.softmax(_logits(attn, x), dim=-1)
 
 
 def _logits(attn: Any, x: Tensor) -> Tensor:

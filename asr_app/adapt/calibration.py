@@ -14,6 +14,17 @@ from asr_app.adapt.data import evenly
 from asr_app.adapt.state import save_tensors
 
 
+def calibration_mels(ctx) -> list:
+    """The calibration windows: (1, n_mels, 3000) float32 log-mel tensors, the speaker's
+    first (evenly spaced over the takes), then the replay share (`calibration_replay_share`)."""
+    import torch
+
+    opts = ctx.options
+    n_replay = round(opts.calibration_windows * opts.calibration_replay_share) if ctx.replay else 0
+    mels = [torch.from_numpy(w.mel[None]) for w in evenly(ctx.speaker, opts.calibration_windows - n_replay)]
+    return mels + [torch.from_numpy(w.mel[None]) for w in evenly(ctx.replay, n_replay)]
+
+
 def calibrate_stage(ctx, folder: Path) -> None:
     """Fill `ctx.stats` and `ctx.gains` when some chosen method needs activation statistics.
 
@@ -37,12 +48,11 @@ def calibrate_stage(ctx, folder: Path) -> None:
         ctx.stats, ctx.gains = ActivationStats.from_state_dict(load_file(str(path))), done["gains"]
         return
     t0 = time.monotonic()
-    n_replay = round(opts.calibration_windows * opts.calibration_replay_share) if ctx.replay else 0
-    mels = [torch.from_numpy(w.mel[None]) for w in evenly(ctx.speaker, opts.calibration_windows - n_replay)]
-    probe = torch.cat(mels[: min(2, len(mels))])  # sensitivity is measured on the speaker
-    mels += [torch.from_numpy(w.mel[None]) for w in evenly(ctx.replay, n_replay)]
+    mels = calibration_mels(ctx)
+    probe = torch.cat(mels[: min(2, len(mels))])  # sensitivity is measured on the speaker (first)
+    heads = any(getattr(m, "needs_head_stats", False) for m in opts.methods)
     stats = collect_activation_stats(
-        ctx.teacher, mels, lambda b: ctx.event("progress", ("calibrate", b + 1, len(mels)))
+        ctx.teacher, mels, lambda b: ctx.event("progress", ("calibrate", b + 1, len(mels))), heads=heads
     )
     if opts.sensitivity == "fisher":  # the decoder's loss on the speaker's own transcripts
         from asr_app.compression.fisher import fisher_sensitivity

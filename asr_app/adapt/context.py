@@ -109,6 +109,25 @@ class Context:
             return None
         return time.monotonic() + max(0.0, (self._budget_end - time.monotonic()) * share)
 
+    def activation_stats(self, model, heads: bool = False):
+        """`model`'s encoder activation statistics on the calibration windows (the speaker's,
+        and the replay share), as the calibrate stage measures the original's; for a
+        progressive cut, measured on the model recovered so far."""
+        from asr_app.adapt.calibration import calibration_mels
+        from asr_app.compression.calibrate import collect_activation_stats
+
+        mels = calibration_mels(self)
+        return collect_activation_stats(
+            model, mels, lambda b: self.event("progress", ("calibrate", b + 1, len(mels))), heads=heads
+        )
+
+    def recover(self, key: str, model):
+        """Layer-wise distillation of `model` toward the original, as the layerwise stage
+        (`asr_app.adapt.recovery`), resumable under the stage name `key`; returns the model."""
+        from asr_app.adapt.recovery import train_stage
+
+        return train_stage(self, key, model, kind="layerwise")
+
     def decoder_stats(self, attention: bool = False):
         """Second moments of the decoder fc inputs (and with `attention`, its attention inputs)
         on the speaker's calibration windows, teacher-forced on their transcripts (saved, so a

@@ -17,15 +17,18 @@ REFRESH_LR_SCALE = 0.1  # of the stage's learning rate, in a refresh (asr_app.ad
 STAGE_BUDGET_SHARE = {"layerwise": 0.25, "finetune": 0.6, "control": 1.0}  # of the time left
 
 
-def train_stage(ctx, stage: str, model):
+def train_stage(ctx, stage: str, model, kind: str | None = None):
     """LoRA + one training loop + merge, resumable from its checkpoints.
 
     Batches are shuffled by a generator seeded per stage, so a resumed stage sees the
     same batch order as an uninterrupted one and skips the steps already taken.
 
     Args:
-        ctx: the pipeline's `Context`; stage: "layerwise", "finetune" or "control";
+        ctx: the pipeline's `Context`; stage: "layerwise", "finetune" or "control", the
+            name its state and files are kept under;
         model: the model to train (the compressed one, or a copy of the original).
+        kind: which of the three it is when `stage` names another (a progressive cut's
+            recovery, "adaptwin.recover1", is a "layerwise"); default `stage`.
     Returns:
         The trained model with the adapters merged, every parameter frozen.
     """
@@ -45,7 +48,8 @@ def train_stage(ctx, stage: str, model):
         ctx.report.stages[stage] = done
         return model
     t0 = time.monotonic()
-    layerwise = stage == "layerwise"
+    kind = stage if kind is None else kind
+    layerwise = kind == "layerwise"
     windows = ctx.speaker + ctx.replay  # layer-wise needs no labels: other voices add diversity
     epochs = opts.layerwise_epochs if layerwise else opts.finetune_epochs
     # a refresh (asr_app.adapt.refresh) takes its share of a full run's steps
@@ -53,7 +57,7 @@ def train_stage(ctx, stage: str, model):
     steps = max(1, int(round(epochs * share * len(windows) / opts.batch_size)))
     # steps count passes over the unperturbed windows; batches come from the whole pool
     pool = windows + ctx.perturbed
-    rng = random.Random(f"{opts.seed}-{stage}")
+    rng = random.Random(f"{opts.seed}-{stage}")  # each stage name its own batch order
     chunks: list[list[int]] = []
     while len(chunks) < steps:
         chunks += batch_order(len(pool), opts.batch_size, rng)
@@ -69,7 +73,7 @@ def train_stage(ctx, stage: str, model):
         layer_loss=opts.layerwise_loss,
         padding_weight=opts.layerwise_padding_weight,
         attention_kl=opts.layerwise_attention_kl,
-        deadline_s=ctx.stage_deadline(STAGE_BUDGET_SHARE[stage]),
+        deadline_s=ctx.stage_deadline(STAGE_BUDGET_SHARE[kind]),
         checkpoint_every=opts.checkpoint_every,
     )
     if layerwise:

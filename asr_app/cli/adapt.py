@@ -38,8 +38,10 @@ def _adapt_options(args, profile=None):
     for dest, field in FVT_OPTIONS.items():
         if getattr(args, dest) is not None:
             method[field] = tuple(getattr(args, dest)) if dest == "domain_text" else getattr(args, dest)
-    if args.plain:
+    if args.plain:  # plain SVD: none of the statistics-weighted refinements either
         method["data_aware"] = False
+        for field, plain in (("twin_stats", "input"), ("centre", False), ("query_bias_fit", "plain")):
+            method.setdefault(field, plain)
     if args.attention_only:
         method["ffn"] = False
     stages = tuple(s for s in ("layerwise", "finetune") if s not in (args.skip or []))

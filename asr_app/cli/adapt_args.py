@@ -28,6 +28,10 @@ METHOD_OPTIONS = {
     "ffn_method": "ffn_method",
     "decoder_keep": "decoder_keep",
     "decoder_attention_rank": "decoder_attention_rank",
+    "twin_stats": "twin_stats",
+    "centre": "centre",
+    "query_bias_fit": "query_bias_fit",
+    "progressive": "progressive",
 }
 # argument dest -> FvtOptions field, None meaning the method's default (as above)
 FVT_OPTIONS = {"vocab_size": "vocab_size", "vocab_init": "init", "domain_text": "domain_text"}
@@ -42,6 +46,11 @@ FFN_METHODS = {
     "lowrank": "as low-rank fc1/fc2 pairs",
     "prune": "pruned to the hidden neurons the same parameters buy, fc2 refit by least squares",
 }
+TWIN_STATS = {
+    "input": "the layer input's statistics",
+    "head": "each head's attention-mixed input, measured per head",
+}
+QUERY_BIAS_FITS = {"plain": "least squares on the weights", "weighted": "weighted by the keys' statistics"}
 LORA_PLACES = {
     "encoder": "the encoder's linears",
     "decoder": "the decoder's linears; the encoder stays as layer-wise distillation left it",
@@ -65,6 +74,15 @@ def _method_help(dest: str) -> str | None:
         return choice_help(QK_MODES, d("mode"))
     if dest == "ffn_method":
         return choice_help(FFN_METHODS, d("ffn_method"), prefix="encoder feed-forward blocks ")
+    if dest == "twin_stats":
+        return choice_help(TWIN_STATS, d("twin_stats"), prefix="what whitens each value/output twin: ")
+    if dest == "centre":
+        return (
+            "factor the twins on mean-centred statistics, the error on the means moved into the biases "
+            f"(default {'on' if d('centre') else 'off'})"
+        )
+    if dest == "query_bias_fit":
+        return choice_help(QUERY_BIAS_FITS, d("query_bias_fit"), prefix="the factored heads' query bias: ")
     fvt = get_method("fvt").options_class
     if dest == "vocab_size":
         return (
@@ -168,6 +186,16 @@ def add_arguments(sub) -> argparse.ArgumentParser:
     p.add_argument("--qk", choices=tuple(QK_MODES), default=None, help=method_default)
     p.add_argument("--attention-only", action="store_true", help="leave fc1/fc2 dense")
     p.add_argument("--ffn-method", choices=tuple(FFN_METHODS), default=None, help=method_default)
+    p.add_argument("--twin-stats", choices=tuple(TWIN_STATS), default=None, help=method_default)
+    p.add_argument("--centre", action=argparse.BooleanOptionalAction, default=None, help=method_default)
+    p.add_argument("--query-bias-fit", choices=tuple(QUERY_BIAS_FITS), default=None, help=method_default)
+    p.add_argument(
+        "--progressive",
+        action="store_true",
+        default=None,
+        help="cut the encoder in steps of 15%% (recovering and measuring the statistics again after "
+        "each) instead of all at once",
+    )
     p.add_argument(
         "--decoder-keep",
         type=float,

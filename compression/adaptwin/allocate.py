@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from asr_app.compression.adaptwin.config import CompressionPlan, LayerPlan
-from asr_app.compression.adaptwin.factorize import linear_singular_values, whitened_product_singular_values
+from asr_app.compression.adaptwin.factorize import centred, linear_singular_values, whitened_product_singular_values
+from asr_app.compression.adaptwin.layer import LowRankLinear, head_slices
 from asr_app.compression.adaptwin.prune import ffn_keep_for_budget
 from asr_app.compression.surgery import encoder_of
 
@@ -37,39 +38,61 @@ class _Component:
     cost_per_rank: int
     max_rank: int
     rank: int = 1
+    factored: bool = False  # already low rank (a progressive cut): never "dense" in the plan
+    dense_cost: int = 0  # a feed-forward layer's dense weight (in * out), what its last step reaches
 
 
-def _components(model: nn.Module, stats, gains, attention: bool, ffn: bool, min_rank: int) -> list[_Component]:
+def _components(
+    model: nn.Module, stats, gains, attention: bool, ffn: bool, min_rank: int, centre: bool, head_stats: bool
+) -> list[_Component]:
     encoder = encoder_of(model)
     out = []
     for i, layer in enumerate(encoder.layers):
         g = gains[i] if gains is not None else {"qk": 1.0, "attn_out": 1.0, "fc1_out": 1.0, "fc2_out": 1.0}
         if attention:
             a = layer.self_attn
-            d, hd = a.embed_dim, a.head_dim
+            d, scale = a.embed_dim, getattr(a, "scaling", 1.0)  # a TwinSelfAttention has its scale folded
             cov = stats.attn_in[i] if stats is not None else None
             eye = torch.eye(d, dtype=torch.float64) if cov is not None else None
+            twin = stats.twin_statistics(i, centre, head_stats, a.num_heads) if stats is not None else None
+            cov_k = cov if twin is None else centred(twin.qk_cov, twin.qk_mean)  # keys: as factored
             # a whitened query/key error is per (query, key) pair: it spreads over audio_ctx keys
             audio_ctx = encoder.config.max_source_positions if gains is not None else 1
-            for h in range(a.num_heads):
-                rows = slice(h * hd, (h + 1) * hd)
+            for h, (rows, vo_rows) in enumerate(head_slices(a)):
                 s_qk = whitened_product_singular_values(
-                    a.scaling * a.q_proj.weight[rows].T.detach(), a.k_proj.weight[rows].T.detach(), cov, cov
+                    scale * a.q_proj.weight[rows].T.detach(), a.k_proj.weight[rows].T.detach(), cov, cov_k
                 )
+                vo_cov = None if twin is None else centred(twin.vo_cov[h], twin.vo_mean[h])
                 s_vo = whitened_product_singular_values(
-                    a.v_proj.weight[rows].T.detach(), a.out_proj.weight[:, rows].detach(), cov, eye
+                    a.v_proj.weight[vo_rows].T.detach(), a.out_proj.weight[:, vo_rows].detach(), vo_cov, eye
                 )
                 qk_gain = g["qk"][h] if isinstance(g["qk"], list) else g["qk"]  # per head (Fisher) or per layer
-                out.append(_Component(i, "qk", h, qk_gain * audio_ctx * s_qk**2, 2 * d + 1, hd, min_rank))
-                out.append(_Component(i, "vo", h, g["attn_out"] * s_vo**2, 2 * d, hd, min_rank))
+                width, vo_width = rows.stop - rows.start, vo_rows.stop - vo_rows.start
+                out.append(_Component(i, "qk", h, qk_gain * audio_ctx * s_qk**2, 2 * d + 1, width, min_rank))
+                out.append(_Component(i, "vo", h, g["attn_out"] * s_vo**2, 2 * d, vo_width, min_rank))
         if ffn:
             for name in ("fc1", "fc2"):
                 lin = getattr(layer, name)
                 cov = getattr(stats, f"{name}_in")[i] if stats is not None else None
-                s = linear_singular_values(lin.weight.detach(), cov)
+                factored = isinstance(lin, LowRankLinear)
+                weight = (lin.up.weight @ lin.down.weight) if factored else lin.weight
+                s = linear_singular_values(weight.detach(), cov)
                 per_rank = lin.in_features + lin.out_features
-                max_rank = (lin.in_features * lin.out_features) // per_rank  # break-even with dense
-                out.append(_Component(i, name, None, g[f"{name}_out"] * s**2, per_rank, max_rank, min_rank))
+                max_rank = lin.rank if factored else (lin.in_features * lin.out_features) // per_rank  # break-even
+                energy = g[f"{name}_out"] * s**2
+                out.append(
+                    _Component(
+                        i,
+                        name,
+                        None,
+                        energy,
+                        per_rank,
+                        max_rank,
+                        min_rank,
+                        factored=factored,
+                        dense_cost=lin.in_features * lin.out_features,
+                    )
+                )
     return out
 
 
@@ -128,17 +151,26 @@ def allocate_ranks(
     attention: bool = True,
     ffn: bool = True,
     min_rank: int = 1,
+    centre: bool = False,
+    head_stats: bool = False,
+    dense: nn.Module | None = None,
 ) -> CompressionPlan:
     """Ranks per layer and head that keep at most `target_ratio` of the encoder's parameters.
 
     Args:
-        model: Whisper model with a dense encoder.
+        model: Whisper model with a dense encoder, or (a progressive cut) one compressed
+            already: its factored parts can only keep or lower their ranks, and the plan
+            gives every factored part a rank (none goes back to dense).
         target_ratio: encoder parameters kept / dense encoder parameters, in (0, 1].
         stats: `ActivationStats` (data-aware singular values) or None (plain).
         gains: `calibrate.measure_sensitivity` or `fisher.fisher_sensitivity` output (its
             "qk" one gain per head) or None (all sites weigh the same).
         attention, ffn: which parts may be factored.
         min_rank: smallest rank any factored component keeps.
+        centre, head_stats: weigh the twins' singular values by the statistics they will be
+            factored with (`ActivationStats.twin_statistics`); recorded in the plan.
+        dense: the original model, when `model` is compressed already (parameters are
+            counted against its encoder); default `model`.
     Returns:
         CompressionPlan (data_aware = stats is not None, mode "joint").
     Raises:
@@ -147,9 +179,10 @@ def allocate_ranks(
     """
     if not 0 < target_ratio <= 1:
         raise ValueError(f"target_ratio must be in (0, 1], got {target_ratio}")
-    comps = _components(model, stats, gains, attention, ffn, min_rank)
+    comps = _components(model, stats, gains, attention, ffn, min_rank, centre, head_stats)
     layers = len(encoder_of(model).layers)
-    budget = target_ratio * dense_params(model)
+    dense = model if dense is None else dense
+    budget = target_ratio * dense_params(dense)
 
     def plan_of() -> CompressionPlan:
         lps = {}
@@ -157,15 +190,20 @@ def allocate_ranks(
             mine = [c for c in comps if c.layer == i]
             qk = [c.rank for c in mine if c.kind == "qk"] or None
             vo = [c.rank for c in mine if c.kind == "vo"] or None
-            ffn_rank = {c.kind: (None if c.rank >= c.max_rank else c.rank) for c in mine if c.kind in ("fc1", "fc2")}
+            ffn_rank = {
+                c.kind: (None if c.rank >= c.max_rank and not c.factored else c.rank)
+                for c in mine
+                if c.kind in ("fc1", "fc2")
+            }
             lps[i] = LayerPlan(qk, vo, ffn_rank.get("fc1"), ffn_rank.get("fc2"))
-        return CompressionPlan(lps, data_aware=stats is not None)
+        aware = stats is not None
+        return CompressionPlan(lps, data_aware=aware, centre=centre and aware, head_stats=head_stats and aware)
 
-    used = plan_encoder_params(model, plan_of())
+    used = plan_encoder_params(dense, plan_of())
     if used > budget:
         raise ValueError(
             f"target_ratio {target_ratio} is below what rank {min_rank} everywhere keeps "
-            f"({used / dense_params(model):.3f})"
+            f"({used / dense_params(dense):.3f})"
         )
     heap = [(-float(c.energy[c.rank]) / c.cost_per_rank, n) for n, c in enumerate(comps) if c.rank < c.max_rank]
     heapq.heapify(heap)
@@ -173,9 +211,8 @@ def allocate_ranks(
         _, n = heapq.heappop(heap)
         c = comps[n]
         step = c.cost_per_rank
-        if c.kind in ("fc1", "fc2") and c.rank + 1 >= c.max_rank:
-            lin_dense = c.max_rank * c.cost_per_rank  # about the dense size
-            step = max(lin_dense - c.rank * c.cost_per_rank, 0)
+        if c.kind in ("fc1", "fc2") and c.rank + 1 >= c.max_rank and not c.factored:
+            step = max(c.dense_cost - c.rank * c.cost_per_rank, 0)  # the rest of the way to dense
         if used + step > budget:
             continue  # this component cannot grow; others (cheaper per step) still may
         c.rank += 1

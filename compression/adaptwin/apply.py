@@ -40,7 +40,7 @@ def _check_linear(old: nn.Linear, new: LowRankLinear, where: str) -> None:
         "down.weight": (new.rank, old.in_features),
         "up.weight": (old.out_features, new.rank),
     }
-    if old.bias is not None:
+    if (old.up.bias if isinstance(old, LowRankLinear) else old.bias) is not None:
         want["up.bias"] = (old.out_features,)
     problems = key_problems(new, want)
     if problems:
@@ -52,7 +52,8 @@ def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dic
 
     Args:
         model: a `WhisperForConditionalGeneration` (or `WhisperModel`), dense encoder.
-        plan: ranks per layer; plan.data_aware needs `stats`.
+        plan: ranks per layer; plan.data_aware needs `stats` (plan.head_stats: collected
+            with heads=True).
         stats: `ActivationStats` (second moments of each layer's inputs) or None.
     Returns:
         `param_counts` before and after: {"before": {...}, "after": {...}}.
@@ -65,7 +66,12 @@ def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dic
     before = param_counts(model)
     for i, layer, lp, cov in _planned_layers(encoder_of(model).layers, plan.layers, plan, stats, "encoder"):
         if lp.qk is not None:
-            new = TwinSelfAttention.from_attention(layer.self_attn, lp.qk, lp.vo, cov("attn_in"), plan.mode)
+            twin_stats = None
+            if plan.data_aware and (plan.centre or plan.head_stats):
+                twin_stats = stats.twin_statistics(i, plan.centre, plan.head_stats, len(lp.qk))
+            new = TwinSelfAttention.from_attention(
+                layer.self_attn, lp.qk, lp.vo, cov("attn_in"), plan.mode, twin_stats, plan.weighted_bias
+            )
             _check_attention(
                 layer.self_attn.state_dict().keys(),
                 new,

@@ -64,9 +64,14 @@ class CompressionPlan:
         decoder_attention: one per-head rank for every decoder self- and cross-attention
             (query/key and value/output twins alike), so the KV cache holds rank-wide keys
             and values; None keeps the decoder's attention dense.
+        centre: the encoder's twins factored on mean-centred statistics, the error on the
+            means moved into the biases (`factorize.factor_query_key`).
+        head_stats: each head's value/output twin whitened by that head's attention-mixed
+            input instead of the layer input.
+        weighted_bias: the query bias fitted weighted by the keys' statistics.
     Raises:
-        ValueError: an unknown mode, a decoder LayerPlan with attention ranks, or a decoder
-            attention rank below 1.
+        ValueError: an unknown mode, a decoder LayerPlan with attention ranks, a decoder
+            attention rank below 1, or centre / head_stats / weighted_bias without data_aware.
     """
 
     layers: dict[int, LayerPlan] = field(default_factory=dict)
@@ -74,6 +79,9 @@ class CompressionPlan:
     mode: str = "joint"
     decoder: dict[int, LayerPlan] = field(default_factory=dict)
     decoder_attention: int | None = None
+    centre: bool = False
+    head_stats: bool = False
+    weighted_bias: bool = False
 
     def __post_init__(self):
         if any(lp.qk is not None for lp in self.decoder.values()):
@@ -86,6 +94,8 @@ class CompressionPlan:
             raise ValueError(f"mode must be 'joint' or 'separate', got {self.mode!r}")
         if self.mode == "separate" and self.data_aware:
             raise ValueError("mode 'separate' is the plain-SVD baseline: set data_aware=False")
+        if (self.centre or self.head_stats or self.weighted_bias) and not self.data_aware:
+            raise ValueError("centre, head_stats and weighted_bias weigh by the speaker's statistics: need data_aware")
 
     def to_dict(self) -> dict:
         d = {
@@ -97,6 +107,7 @@ class CompressionPlan:
             d["decoder"] = {str(i): {"fc1": lp.fc1, "fc2": lp.fc2} for i, lp in sorted(self.decoder.items())}
         if self.decoder_attention is not None:
             d["decoder_attention"] = self.decoder_attention
+        d.update({k: True for k in ("centre", "head_stats", "weighted_bias") if getattr(self, k)})
         return d
 
     @classmethod
@@ -110,6 +121,9 @@ class CompressionPlan:
             mode=d["mode"],
             decoder=decoder,
             decoder_attention=d.get("decoder_attention"),
+            centre=bool(d.get("centre", False)),
+            head_stats=bool(d.get("head_stats", False)),
+            weighted_bias=bool(d.get("weighted_bias", False)),
         )
 
     @classmethod

@@ -61,6 +61,9 @@ def factor_query_key(
     cov: Tensor | None = None,
     mode: str = "joint",
     cov_k: Tensor | None = None,
+    mean: Tensor | None = None,
+    mean_k: Tensor | None = None,
+    weighted_bias: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Rank-`rank` query/key twins of one head, the 1/sqrt(head_dim) scale folded in.
 
@@ -68,6 +71,15 @@ def factor_query_key(
     The first term is factored; the second (a per-key bias) is kept by a least-squares
     query bias on the new key factor, exact whenever the key factor spans W_k's rows
     (always at full rank).
+
+    Mean-centring (`mean`, `mean_k` given): with y = mu_y + y~, every term constant over
+    keys cancels in the softmax, so the key side of the product M = scale W_q^T W_k is
+    weighted by the keys' covariance (not their second moment). The query side keeps its
+    second moment: the rank-r product's error on the query mean, mu_x (M - M_r), is a
+    per-key bias that the rank-r query bias can take up only within the key factor's span,
+    so the factorization must still weigh it; what it can, the new query bias takes up with
+    the original bias. `weighted_bias` fits that bias b in E[((t - b B^T) y~^T)^2] (weighted
+    by the keys' covariance) instead of plain least squares ||t - b B^T||.
 
     Args:
         w_q, w_k: (head_dim, d_model) rows of q_proj / k_proj for this head.
@@ -80,43 +92,99 @@ def factor_query_key(
             the ablation baseline).
         cov_k: second moment of the keys' input when it differs from the queries' (cross-
             attention: the encoder output); default `cov` (self-attention).
+        mean, mean_k: (d_model,) means of the queries' and keys' input (mean_k default
+            `mean`), or None: no centring. Need `cov`.
+        weighted_bias: fit the query bias weighted by the keys' (centred) second moment;
+            needs `cov`.
     Returns:
         (w_q_new, w_k_new, b_q_new): (rank, d_model), (rank, d_model), (rank,) or None.
         Logits of the factored head use scale 1: x w_q_new^T + b_q_new against y w_k_new^T.
     Raises:
-        ValueError: as factorize_product.
+        ValueError: as factorize_product; a mean or weighted fit without `cov`.
+    Source: AdaPTwin (Biju et al., 2024); centring with bias correction as LiteASR
+        (Kamahori et al., 2025) does for its low-rank projections; the weighted fit is ours.
     """
-    a, b = _factor(scale * w_q.T, w_k.T, rank, cov, cov if cov_k is None else cov_k, mode)  # (d, r) each
+    if (mean is not None or weighted_bias) and cov is None:
+        raise ValueError("mean-centring and the weighted query-bias fit need the input statistics (cov)")
+    cov_k = cov if cov_k is None else cov_k
+    mean_k = mean if mean_k is None else mean_k
+    ck = centred(cov_k, mean_k)
+    left = scale * w_q.T  # (d, head_dim)
+    a, b = _factor(left, w_k.T, rank, cov, ck, mode)  # (d, r) each
     b_new = None
-    if b_q is not None:
-        target = scale * (b_q @ w_k)  # (d,): the per-key bias direction
-        b_new = torch.linalg.lstsq(b.to(torch.float64), target.to(torch.float64)).solution.to(w_q.dtype)
+    if b_q is not None or mean is not None:
+        work = torch.float64
+        target = torch.zeros(w_k.shape[1], dtype=work) if b_q is None else scale * (b_q @ w_k).to(work)
+        if mean is not None:  # the rank-r product's error on the query mean: a per-key bias
+            m = mean.to(work)
+            target = target + (m @ left.to(work)) @ w_k.to(work) - (m @ a.to(work)) @ b.T.to(work)
+        b_new = _bias_fit(b.to(work), target, ck if weighted_bias else None).to(w_q.dtype)
     return a.T.contiguous(), b.T.contiguous(), b_new
 
 
+def centred(cov: Tensor | None, mean: Tensor | None) -> Tensor | None:
+    """cov - mean^T mean: the covariance from a second moment (d, d) and mean (d,), float64,
+    its eigenvalues clipped at 0 (the subtraction can leave rounding-sized negative ones
+    where the inputs barely vary about their mean); `cov` unchanged when `mean` is None."""
+    if cov is None or mean is None:
+        return cov
+    m = mean.to(torch.float64)
+    c = cov.to(torch.float64) - torch.outer(m, m)
+    evals, evecs = torch.linalg.eigh((c + c.T) / 2)
+    return (evecs * evals.clamp_min(0)) @ evecs.T
+
+
+def _bias_fit(basis: Tensor, target: Tensor, weight: Tensor | None, damping: float = 1e-6) -> Tensor:
+    """argmin_b (t - B b)^T W (t - B b) for B (d, r), t (d,), W (d, d) or None (identity)."""
+    if weight is None:
+        return torch.linalg.lstsq(basis, target).solution
+    w = weight.to(basis.dtype)
+    gram = basis.T @ w @ basis
+    gram = gram + damping * gram.diagonal().mean().clamp_min(1e-12) * torch.eye(gram.shape[0], dtype=basis.dtype)
+    return torch.linalg.solve(gram, basis.T @ (w @ target))
+
+
 def factor_value_output(
-    w_v: Tensor, b_v: Tensor | None, w_o: Tensor, rank: int, cov: Tensor | None = None, mode: str = "joint"
+    w_v: Tensor,
+    b_v: Tensor | None,
+    w_o: Tensor,
+    rank: int,
+    cov: Tensor | None = None,
+    mode: str = "joint",
+    mean: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Rank-`rank` value/output twins of one head; the value bias folds into the output bias.
 
-    The head adds softmax(.) (y W_v^T + b_v) W_o^T to the output. Softmax rows sum to one, so
-    b_v contributes the constant b_v W_o^T: it moves exactly into the output bias, and the
-    product W_v^T W_o^T is factored.
+    The head adds softmax(.) (y W_v^T + b_v) W_o^T = z W_v^T W_o^T + b_v W_o^T to the output,
+    z = softmax(.) y the attention-mixed input (softmax rows sum to one, so b_v contributes
+    the constant b_v W_o^T: it moves exactly into the output bias). The product
+    M = W_v^T W_o^T is factored. With `mean` (of z), M is factored on z's covariance and its
+    error on the mean, mean (M - M_r), goes into the output bias too (exact on the mean).
 
     Args:
         w_v: (head_dim, d_model) rows of v_proj for this head; b_v: (head_dim,) or None.
         w_o: (d_model, head_dim) columns of out_proj for this head.
-        cov: (d_model, d_model) second moment of the layer's input, weighting the value side
-            (the output side is unweighted), or None; mode: as `factor_query_key`.
+        cov: (d_model, d_model) second moment of what the product acts on (the layer input,
+            or this head's attention-mixed input), weighting the value side (the output side
+            is unweighted), or None; mode: as `factor_query_key`.
+        mean: (d_model,) mean of that input, or None (no centring). Needs `cov`.
     Returns:
         (w_v_new, w_o_new, out_bias_delta): (rank, d_model), (d_model, rank), and the
-        (d_model,) amount to add to out_proj's bias (None without b_v).
+        (d_model,) amount to add to out_proj's bias (None without b_v and mean).
     Raises:
-        ValueError: as factorize_product.
+        ValueError: as factorize_product; a mean without `cov`.
+    Source: AdaPTwin (Biju et al., 2024); centring with bias correction as LiteASR.
     """
-    eye = None if cov is None else torch.eye(cov.shape[0], dtype=cov.dtype)
-    a, b = _factor(w_v.T, w_o, rank, cov, eye, mode)
+    if mean is not None and cov is None:
+        raise ValueError("mean-centring needs the input statistics (cov)")
+    eye = None if cov is None else torch.eye(cov.shape[0], dtype=torch.float64)
+    a, b = _factor(w_v.T, w_o, rank, centred(cov, mean), eye, mode)
     delta = (b_v @ w_o.T) if b_v is not None else None
+    if mean is not None:
+        work = torch.float64
+        m = mean.to(work)
+        err = (m @ w_v.T.to(work)) @ w_o.T.to(work) - (m @ a.to(work)) @ b.T.to(work)
+        delta = (err if delta is None else delta.to(work) + err).to(w_v.dtype)
     return a.T.contiguous(), b.contiguous(), delta
 
 
@@ -150,12 +218,7 @@ def factorize_product_whitened(
         if c.shape != (d, d):
             raise ValueError(f"{name} must be ({d}, {d}), got {tuple(c.shape)}")
 
-    def chol(c: Tensor) -> Tensor:
-        c = c.to(torch.float64)
-        eye = torch.eye(d, dtype=torch.float64)
-        return torch.linalg.cholesky(c + damping * c.diagonal().mean().clamp_min(1e-12) * eye)
-
-    la, lb = chol(cov_a), chol(cov_b)
+    la, lb = whitener(cov_a, damping), whitener(cov_b, damping)
     wa, wb = factorize_product(la.T @ a.to(torch.float64), lb.T @ b.to(torch.float64), rank)
     a_r = torch.linalg.solve_triangular(la.T, wa, upper=True)
     b_r = torch.linalg.solve_triangular(lb.T, wb, upper=True)
@@ -198,14 +261,26 @@ def _factor(a: Tensor, b: Tensor, rank: int, cov_a: Tensor | None, cov_b: Tensor
 def whitener(cov: Tensor, damping: float = 1e-6) -> Tensor:
     """Lower Cholesky factor L of a damped second-moment matrix, cov + damping*mean(diag)*I = L L^T.
 
+    A covariance computed as a second moment less the mean's outer product can lose
+    definiteness to rounding; the damping then grows tenfold until Cholesky succeeds (at
+    most to 1% of the mean diagonal).
+
     Args:
         cov: (n, n) symmetric positive semi-definite, e.g. E[x^T x] of a layer's inputs.
     Returns:
         (n, n) float64 lower-triangular L.
+    Raises:
+        torch.linalg.LinAlgError: not positive semi-definite even at 1% damping.
     """
     c = cov.to(torch.float64)
+    c = (c + c.T) / 2
     eye = torch.eye(c.shape[0], dtype=torch.float64)
-    return torch.linalg.cholesky(c + damping * c.diagonal().mean().clamp_min(1e-12) * eye)
+    scale = c.diagonal().mean().clamp_min(1e-12)
+    while True:
+        factor, info = torch.linalg.cholesky_ex(c + damping * scale * eye)
+        if int(info) == 0 or damping >= 1e-2:
+            return torch.linalg.cholesky(c + damping * scale * eye) if int(info) else factor
+        damping *= 10
 
 
 def whitened_product_singular_values(

@@ -15,12 +15,14 @@ adapters apply, and only the attention between them comes from the kernel.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from asr_app.compression.adaptwin.factorize import factor_linear, factor_query_key, factor_value_output
+from asr_app.compression.calibrate import TwinStatistics
 from asr_app.kernels.low_rank_linear import low_rank_linear
 from asr_app.kernels.twin_attention import twin_attention, twin_heads
 
@@ -33,16 +35,23 @@ def factor_heads(
     cov_q: Tensor | None = None,
     cov_kv: Tensor | None = None,
     mode: str = "joint",
+    stats: TwinStatistics | None = None,
+    weighted_bias: bool = False,
 ) -> dict[str, Tensor]:
-    """Product twins of every head of a dense Hugging Face `WhisperAttention`, head by head.
+    """Product twins of every head of a Hugging Face `WhisperAttention` (or of a
+    `TwinSelfAttention`, cut to lower ranks: progressive compression), head by head.
 
     Args:
-        attn: the dense attention, a transformers `WhisperAttention` (heads of head_dim rows in q/k/v_proj).
-        ranks, vo_ranks: query/key and value/output rank per head, 1..head_dim.
+        attn: the attention: a dense transformers `WhisperAttention` (heads of head_dim rows
+            in q/k/v_proj) or a `TwinSelfAttention` (heads of their own ranks, scale folded).
+        ranks, vo_ranks: query/key and value/output rank per head, 1..the head's width now.
         cov_q: (d_model, d_model) second moment of the queries' input, or None (plain).
         cov_kv: the same for the keys' and values' input (cross-attention's encoder output;
             pass cov_q for self-attention).
         mode: "joint" or "separate".
+        stats: self-attention only, instead of cov_q/cov_kv: the layer's `TwinStatistics`
+            (means for centring; each head's own value/output statistics).
+        weighted_bias: fit the query bias weighted by the keys' statistics.
     Returns:
         {"q_proj.weight": (sum(ranks), d_model), "q_proj.bias": (sum(ranks),),
         "k_proj.weight": (sum(ranks), d_model), "v_proj.weight": (sum(vo_ranks), d_model),
@@ -51,23 +60,32 @@ def factor_heads(
     Raises:
         ValueError: as `factor_query_key` / `factor_value_output`.
     """
-    hd = attn.head_dim
     q_rows, k_rows, qb, v_rows, o_cols = [], [], [], [], []
     out_bias = attn.out_proj.bias.detach().clone()
-    for i, (r, r_vo) in enumerate(zip(ranks, vo_ranks)):
-        rows = slice(i * hd, (i + 1) * hd)
+    v_bias = getattr(attn.v_proj, "bias", None)
+    for i, ((rows, vo_rows), r, r_vo) in enumerate(zip(head_slices(attn), ranks, vo_ranks)):
+        qk_cov, qk_mean = (cov_q, None) if stats is None else (stats.qk_cov, stats.qk_mean)
         q, k, b = factor_query_key(
             attn.q_proj.weight[rows],
             attn.q_proj.bias[rows],
             attn.k_proj.weight[rows],
             r,
-            attn.scaling,
-            cov_q,
+            getattr(attn, "scaling", 1.0),
+            qk_cov,
             mode,
-            cov_k=cov_kv,
+            cov_k=cov_kv if stats is None else None,
+            mean=qk_mean,
+            weighted_bias=weighted_bias,
         )
+        vo_cov, vo_mean = (cov_kv, None) if stats is None else (stats.vo_cov[i], stats.vo_mean[i])
         v, o, delta = factor_value_output(
-            attn.v_proj.weight[rows], attn.v_proj.bias[rows], attn.out_proj.weight[:, rows], r_vo, cov_kv, mode
+            attn.v_proj.weight[vo_rows],
+            None if v_bias is None else v_bias[vo_rows],
+            attn.out_proj.weight[:, vo_rows],
+            r_vo,
+            vo_cov,
+            mode,
+            vo_mean,
         )
         assert b is not None  # q_proj has a bias (indexed above), so factor_query_key returns one
         q_rows.append(q)
@@ -75,7 +93,8 @@ def factor_heads(
         qb.append(b)
         v_rows.append(v)
         o_cols.append(o)
-        out_bias += delta
+        if delta is not None:
+            out_bias += delta
     return {
         "q_proj.weight": torch.cat(q_rows),
         "q_proj.bias": torch.cat(qb),
@@ -84,6 +103,18 @@ def factor_heads(
         "out_proj.weight": torch.cat(o_cols, dim=1),
         "out_proj.bias": out_bias,
     }
+
+
+def head_slices(attn: Any) -> list[tuple[slice, slice]]:
+    """(query/key rows, value/output rows) of each head in q/k_proj and v_proj (out_proj's
+    columns): head_dim-wide for a dense `WhisperAttention`, each head's ranks for a
+    `TwinSelfAttention`."""
+    if isinstance(attn, TwinSelfAttention):
+        qk = [0, *itertools.accumulate(attn.ranks)]
+        vo = [0, *itertools.accumulate(attn.vo_ranks)]
+        return [(slice(qk[h], qk[h + 1]), slice(vo[h], vo[h + 1])) for h in range(attn.num_heads)]
+    hd = attn.head_dim
+    return [(slice(h * hd, (h + 1) * hd),) * 2 for h in range(attn.num_heads)]
 
 
 @torch.no_grad()
@@ -141,8 +172,11 @@ class TwinSelfAttention(nn.Module):
         vo_ranks: list[int] | None = None,
         cov: torch.Tensor | None = None,
         mode: str = "joint",
+        stats: TwinStatistics | None = None,
+        weighted_bias: bool = False,
     ) -> TwinSelfAttention:
-        """Factor a Hugging Face `WhisperAttention` (encoder self-attention) head by head.
+        """Factor a Hugging Face `WhisperAttention` (encoder self-attention) head by head,
+        or cut a `TwinSelfAttention` to lower ranks (progressive compression).
 
         At ranks == [head_dim] * heads the result computes the same function to float32
         precision (tested).
@@ -152,16 +186,29 @@ class TwinSelfAttention(nn.Module):
                 1..head_dim.
             cov: (d_model, d_model) second moment of the attention's input (data-aware) or None.
             mode: "joint" (product twins) or "separate" (Q and K truncated on their own).
+            stats, weighted_bias: as `factor_heads` (stats replaces cov).
         Raises:
             ValueError: ranks of the wrong length or out of range.
         """
-        h, hd = attn.num_heads, attn.head_dim
+        h = attn.num_heads
         vo_ranks = list(ranks) if vo_ranks is None else list(vo_ranks)
-        if len(ranks) != h or max(ranks) > hd or len(vo_ranks) != h or max(vo_ranks) > hd:
-            raise ValueError(f"need {h} ranks of at most {hd}, got {ranks} and {vo_ranks}")
+        widths = [(s.stop - s.start, v.stop - v.start) for s, v in head_slices(attn)]
+        if (
+            len(ranks) != h
+            or len(vo_ranks) != h
+            or any(r > w for r, (w, _) in zip(ranks, widths))
+            or any(r > w for r, (_, w) in zip(vo_ranks, widths))
+        ):
+            caps = [w for w, _ in widths], [w for _, w in widths]
+            raise ValueError(f"need {h} ranks of at most {caps[0]} and {caps[1]}, got {ranks} and {vo_ranks}")
         new = cls(attn.embed_dim, ranks, vo_ranks)
-        load_twins(new, factor_heads(attn, ranks, vo_ranks, cov, cov, mode))
+        load_twins(new, factor_heads(attn, ranks, vo_ranks, cov, cov, mode, stats, weighted_bias))
         return new.to(attn.q_proj.weight.device)
+
+    def head_probs(self, x: Tensor) -> Tensor:
+        """Softmax weights of every head: (batch, T, d_model) -> (batch, heads, T, T)."""
+        q, k = self.q_proj(x), self.k_proj(x)
+        return torch.stack([torch.softmax(q[..., s] @ k[..., s].mT, dim=-1) for s, _ in head_slices(self)], dim=1)
 
     def forward(
         self,
@@ -219,16 +266,23 @@ class LowRankLinear(nn.Module):
         self.up = nn.Linear(rank, out_features, bias=bias)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int, cov: torch.Tensor | None = None) -> LowRankLinear:
-        """Truncated (optionally input-whitened) SVD of `linear` (see `factor_linear`)."""
-        new = cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None)
-        down, up = factor_linear(linear.weight.detach(), rank, cov)
+    def from_linear(
+        cls, linear: nn.Linear | LowRankLinear, rank: int, cov: torch.Tensor | None = None
+    ) -> LowRankLinear:
+        """Truncated (optionally input-whitened) SVD of `linear` (see `factor_linear`); a
+        `LowRankLinear` is cut to a lower rank from its product up @ down."""
+        if isinstance(linear, LowRankLinear):
+            weight, bias = (linear.up.weight @ linear.down.weight).detach(), linear.up.bias
+        else:
+            weight, bias = linear.weight.detach(), linear.bias
+        new = cls(linear.in_features, linear.out_features, rank, bias=bias is not None)
+        down, up = factor_linear(weight, rank, cov)
         with torch.no_grad():
             new.down.weight.copy_(down)
             new.up.weight.copy_(up)
-            if linear.bias is not None:
-                new.up.bias.copy_(linear.bias)
-        return new.to(linear.weight.device)
+            if bias is not None:
+                new.up.bias.copy_(bias)
+        return new.to(weight.device)
 
     def forward(self, x: Tensor) -> Tensor:
         if type(self.down) is nn.Linear and type(self.up) is nn.Linear:

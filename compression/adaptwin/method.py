@@ -7,6 +7,7 @@ Transformers" (2024).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -48,10 +49,16 @@ class AdaPTwin:
 
     def stages(self, options: AdaptwinOptions) -> list[Stage]:
         """The factor stage (allocate ranks, factor the product twins and feed-forward
-        blocks); recovery is the pipeline's shared LoRA and distillation stages."""
-        from asr_app.compression.adaptwin.stages import factor_stage
+        blocks); with `options.progressive`, then a layer-wise recovery and a further cut
+        per later ratio of the schedule ("recover1", "cut1", ...). The final recovery is
+        the pipeline's shared LoRA and distillation stages."""
+        from asr_app.compression.adaptwin.stages import cut_stage, factor_stage, recover_stage
 
-        return [Stage("factor", lambda ctx: factor_stage(ctx, options), rebuild_on_resume=True)]
+        stages = [Stage("factor", lambda ctx: factor_stage(ctx, options), rebuild_on_resume=True)]
+        for step in range(1, len(options.schedule)):
+            stages.append(Stage(f"recover{step}", functools.partial(recover_stage, step=step)))
+            stages.append(Stage(f"cut{step}", functools.partial(cut_stage, opts=options, step=step)))
+        return stages
 
     def onnx_emitters(self) -> dict[type, Callable]:
         """Emitters of TwinSelfAttention and LowRankLinear."""

@@ -12,7 +12,8 @@ from asr_app.compression.adaptwin.options import AdaptwinOptions
 
 
 def factor_stage(ctx, opts: AdaptwinOptions) -> dict:
-    """Factor a CPU copy of `ctx.teacher` into `ctx.model` and add the method block.
+    """Factor a CPU copy of `ctx.teacher` into `ctx.model` and add the method block; with
+    `opts.progressive`, at the schedule's first ratio (`cut_stage` takes it further).
 
     Args:
         ctx: the pipeline's context (`asr_app.adapt.pipeline.Context`): reads `teacher`,
@@ -47,11 +48,22 @@ def factor_stage(ctx, opts: AdaptwinOptions) -> dict:
     if done:
         plan = CompressionPlan.from_dict(done["plan"])
     elif opts.allocation == "sensitivity":
-        plan = allocate_ranks(model, opts.target_ratio, ctx.stats, ctx.gains, attention=True, ffn=opts.ffn)
+        plan = allocate_ranks(
+            model,
+            opts.schedule[0],
+            ctx.stats,
+            ctx.gains,
+            attention=True,
+            ffn=opts.ffn,
+            centre=opts.centre,
+            head_stats=opts.twin_stats == "head",
+        )
     else:
         plan = uniform_plan(model, opts.target_ratio, attention=True, ffn=opts.ffn, mode=opts.mode)
         plan.data_aware = opts.data_aware
+        plan.centre, plan.head_stats = opts.centre, opts.twin_stats == "head"
     if not done:
+        plan.weighted_bias = opts.query_bias_fit == "weighted"
         if opts.ffn_method == "prune":
             plan = pruned_plan(model, plan)
         if opts.decoder_keep is not None:
@@ -72,3 +84,52 @@ def factor_stage(ctx, opts: AdaptwinOptions) -> dict:
     ctx.model = model
     ctx.blocks.append(method_block(plan))
     return {"wall_s": done["wall_s"] if done else round(time.monotonic() - t0, 1), "plan": plan.to_dict()}
+
+
+def recover_stage(ctx, step: int) -> dict:
+    """Layer-wise recovery of the model cut so far, before the next progressive cut
+    (`ctx.recover`: the pipeline's layerwise distillation under this stage's name)."""
+    t0 = time.monotonic()
+    ctx.model = ctx.recover(f"adaptwin.recover{step}", ctx.model)
+    return {"wall_s": round(time.monotonic() - t0, 1)}
+
+
+def cut_stage(ctx, opts: AdaptwinOptions, step: int) -> dict:
+    """Progressive compression, cut `step`: measure the recovered model's own activation
+    statistics (recalibrate), allocate ranks for the schedule's next ratio with every
+    factored part capped at its present rank, and factor the twins and feed-forward
+    factors again at those ranks (the method block's plan is replaced).
+
+    The sensitivity gains are the original model's (the calibrate stage's): measuring them
+    needs dense attention.
+
+    Returns:
+        {"wall_s", "plan", "ratio"}.
+    """
+    from asr_app.compression.adaptwin.allocate import allocate_ranks
+    from asr_app.compression.adaptwin.apply import compress_encoder
+    from asr_app.compression.adaptwin.config import METHOD, method_block
+
+    t0 = time.monotonic()
+    ratio = opts.schedule[step]
+    model = ctx.model.cpu()
+    stats = ctx.activation_stats(model, heads=opts.needs_head_stats)
+    plan = allocate_ranks(
+        model,
+        ratio,
+        stats,
+        ctx.gains,
+        attention=True,
+        ffn=True,
+        centre=opts.centre,
+        head_stats=opts.needs_head_stats,
+        dense=ctx.teacher,
+    )
+    plan.weighted_bias = opts.query_bias_fit == "weighted"
+    compress_encoder(model, plan, stats)
+    model.to(ctx.device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ctx.model = model
+    ctx.blocks = [b for b in ctx.blocks if b.get("method") != METHOD] + [method_block(plan)]
+    return {"wall_s": round(time.monotonic() - t0, 1), "plan": plan.to_dict(), "ratio": ratio}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +268,66 @@ def test_refresh_of_a_profile_without_a_model_says_what_to_run(tmp_path, capsys)
     # flags the refresh would not apply are refused, named
     assert main(["adapt", "--profile-dir", str(profile.path), "--refresh", "--target-ratio", "0.55"]) != 0
     assert "--target-ratio would not apply" in capsys.readouterr().err
+
+
+def test_progressive_cuts_recover_between_cuts_resume_and_save_the_last_plan(synthetic_whisper, tmp_path, monkeypatch):
+    """`--progressive` to 30% removed (the synthetic model's positions and convolutions
+    leave no room for 45%): cuts at 15% and 30% with a layer-wise recovery and fresh
+    statistics between them; no rank grows; an interrupted run resumes after the finished
+    recovery; the saved model is the last cut's, within its budget."""
+    from asr_app.adapt import Adapter, AdaptOptions, run_adapt
+    from asr_app.compression.checkpoint import compression_block
+    from asr_app.models import load_model
+
+    monkeypatch.setenv("ASR_APP_DATA_DIR", str(tmp_path / "data"))
+    import asr_app.decoding
+
+    greedy = functools.partial(asr_app.decoding.DecodingOptions, temperatures=(0.0,))
+    monkeypatch.setattr(asr_app.decoding, "DecodingOptions", greedy)
+    profile = _noise_profile(tmp_path)
+    opts = AdaptOptions.from_flat(
+        ("adaptwin",),
+        target_ratio=0.7,
+        progressive=True,
+        twin_stats="head",
+        centre=True,
+        query_bias_fit="weighted",
+        base=str(synthetic_whisper),
+        layerwise_epochs=0.5,
+        batch_size=2,
+        lora_rank=2,
+        control=False,
+        speed_perturb=(),
+        stages=("layerwise",),
+        calibration_windows=2,
+        threads=TEST_THREADS,
+    )
+    assert opts.method("adaptwin").schedule == (0.85, 0.7)
+    assert replace(opts.method("adaptwin"), target_ratio=0.55).schedule == (0.85, 0.7, 0.55)
+    names = Adapter(profile, opts).stage_names()
+    cuts = ["adaptwin.factor", "adaptwin.recover1", "adaptwin.cut1"]
+    assert names[names.index("calibrate") + 1 : names.index("layerwise")] == cuts
+
+    def interrupt(kind, payload):
+        if kind == "stage" and payload == "adaptwin.cut1":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_adapt(profile, opts, interrupt)
+    events = []
+    report = run_adapt(profile, opts, lambda kind, payload: events.append((kind, payload)))
+    trained = {p[0] for k, p in events if k == "progress" and len(p) == 4}
+    assert trained == {"layerwise"}  # recover1 finished before: not trained again
+    state = Adapter(profile, opts).state
+    plans = [state.done(k)["plan"] for k in ("adaptwin.factor", "adaptwin.cut1")]
+    for before, after in zip(plans, plans[1:]):
+        for i, lp in after["layers"].items():
+            was = before["layers"][i]
+            assert all(a <= b for a, b in zip(lp["qk"] + lp["vo"], was["qk"] + was["vo"]))
+    assert plans[-1]["centre"] and plans[-1]["head_stats"] and plans[-1]["weighted_bias"]
+    assert 0.3 - 1e-4 <= report.params["removed_share"]["encoder"] < 0.33  # kept <= 0.7, close to it
+    assert compression_block(report.model_dir)["methods"][0]["plan"] == plans[-1]
+    reloaded = load_model(report.model_dir)
+    mel = torch.randn(1, 80, 3000)
+    with torch.no_grad():
+        reloaded.model.model.encoder(mel)
