@@ -79,7 +79,10 @@ class ActivationStats:
             centre: subtract the means (covariances instead of second moments) and give
                 the means, so the factorization's error on the mean goes into the biases.
             per_head: the value/output twin of each head weighted by that head's
-                attention-mixed input (`vo_in`) instead of the layer input.
+                attention-mixed input (`vo_in`) instead of the layer input. Without it, a
+                centred value/output twin takes the layer input's mean for its mixed
+                input's (E[A x] differs from E[x] in general: exact on the mean only with
+                per_head).
             heads: the layer's number of heads.
         Raises:
             ValueError: statistics that were not collected (`collect_activation_stats`
@@ -98,7 +101,8 @@ class ActivationStats:
             vo_mean = list(self.vo_mean[layer]) if centre else [None] * heads
         else:
             vo_cov, vo_mean = [cov] * heads, [mean] * heads
-        return TwinStatistics(cov, mean, vo_cov, vo_mean)
+        key_mean = self.attn_mean[layer] if self.attn_mean is not None else None
+        return TwinStatistics(cov, mean, vo_cov, vo_mean, key_mean)
 
 
 @dataclass
@@ -111,12 +115,16 @@ class TwinStatistics:
         vo_cov: per head, (d_model, d_model): second moment of what the head's value/output
             product acts on.
         vo_mean: per head, (d_model,) or None.
+        key_mean: (d_model,) the keys' input mean whether or not the twins are centred
+            (the weighted query-bias fit weighs by the keys' covariance), or None
+            (statistics saved before means were kept).
     """
 
     qk_cov: Tensor
     qk_mean: Tensor | None
     vo_cov: list[Tensor]
     vo_mean: list[Tensor | None]
+    key_mean: Tensor | None = None
 
 
 @torch.no_grad()

@@ -67,7 +67,7 @@ def compress_encoder(model: nn.Module, plan: CompressionPlan, stats=None) -> dic
     for i, layer, lp, cov in _planned_layers(encoder_of(model).layers, plan.layers, plan, stats, "encoder"):
         if lp.qk is not None:
             twin_stats = None
-            if plan.data_aware and (plan.centre or plan.head_stats):
+            if plan.data_aware and (plan.centre or plan.head_stats or plan.weighted_bias):
                 twin_stats = stats.twin_statistics(i, plan.centre, plan.head_stats, len(lp.qk))
             new = TwinSelfAttention.from_attention(
                 layer.self_attn, lp.qk, lp.vo, cov("attn_in"), plan.mode, twin_stats, plan.weighted_bias

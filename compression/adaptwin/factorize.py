@@ -64,6 +64,7 @@ def factor_query_key(
     mean: Tensor | None = None,
     mean_k: Tensor | None = None,
     weighted_bias: bool = False,
+    key_mean: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Rank-`rank` query/key twins of one head, the 1/sqrt(head_dim) scale folded in.
 
@@ -94,8 +95,10 @@ def factor_query_key(
             attention: the encoder output); default `cov` (self-attention).
         mean, mean_k: (d_model,) means of the queries' and keys' input (mean_k default
             `mean`), or None: no centring. Need `cov`.
-        weighted_bias: fit the query bias weighted by the keys' (centred) second moment;
-            needs `cov`.
+        weighted_bias: fit the query bias weighted by the keys' covariance (their second
+            moment when no keys' mean is known); needs `cov`.
+        key_mean: (d_model,) the keys' mean for the weighted fit when the factorization
+            itself is not centred (default `mean_k`).
     Returns:
         (w_q_new, w_k_new, b_q_new): (rank, d_model), (rank, d_model), (rank,) or None.
         Logits of the factored head use scale 1: x w_q_new^T + b_q_new against y w_k_new^T.
@@ -118,7 +121,8 @@ def factor_query_key(
         if mean is not None:  # the rank-r product's error on the query mean: a per-key bias
             m = mean.to(work)
             target = target + (m @ left.to(work)) @ w_k.to(work) - (m @ a.to(work)) @ b.T.to(work)
-        b_new = _bias_fit(b.to(work), target, ck if weighted_bias else None).to(w_q.dtype)
+        weight = centred(cov_k, mean_k if mean_k is not None else key_mean) if weighted_bias else None
+        b_new = _bias_fit(b.to(work), target, weight).to(w_q.dtype)
     return a.T.contiguous(), b.T.contiguous(), b_new
 
 

@@ -76,6 +76,7 @@ def factor_heads(
             cov_k=cov_kv if stats is None else None,
             mean=qk_mean,
             weighted_bias=weighted_bias,
+            key_mean=None if stats is None else stats.key_mean,
         )
         vo_cov, vo_mean = (cov_kv, None) if stats is None else (stats.vo_cov[i], stats.vo_mean[i])
         v, o, delta = factor_value_output(
@@ -182,8 +183,9 @@ class TwinSelfAttention(nn.Module):
         precision (tested).
 
         Args:
-            attn: the dense attention (a transformers `WhisperAttention`); ranks / vo_ranks: per head,
-                1..head_dim.
+            attn: the dense attention (a transformers `WhisperAttention`), or a
+                `TwinSelfAttention` to cut further; ranks / vo_ranks: per head, 1..the
+                head's width now (head_dim for a dense one).
             cov: (d_model, d_model) second moment of the attention's input (data-aware) or None.
             mode: "joint" (product twins) or "separate" (Q and K truncated on their own).
             stats, weighted_bias: as `factor_heads` (stats replaces cov).

@@ -89,9 +89,10 @@ def factor_stage(ctx, opts: AdaptwinOptions) -> dict:
 def recover_stage(ctx, step: int) -> dict:
     """Layer-wise recovery of the model cut so far, before the next progressive cut
     (`ctx.recover`: the pipeline's layerwise distillation under this stage's name)."""
+    key = f"adaptwin.recover{step}"
     t0 = time.monotonic()
-    ctx.model = ctx.recover(f"adaptwin.recover{step}", ctx.model)
-    return {"wall_s": round(time.monotonic() - t0, 1)}
+    ctx.model = ctx.recover(key, ctx.model)
+    return {**ctx.report.stages.get(key, {}), "wall_s": round(time.monotonic() - t0, 1)}
 
 
 def cut_stage(ctx, opts: AdaptwinOptions, step: int) -> dict:
@@ -108,7 +109,7 @@ def cut_stage(ctx, opts: AdaptwinOptions, step: int) -> dict:
     """
     from asr_app.compression.adaptwin.allocate import allocate_ranks
     from asr_app.compression.adaptwin.apply import compress_encoder
-    from asr_app.compression.adaptwin.config import METHOD, method_block
+    from asr_app.compression.adaptwin.config import METHOD, CompressionPlan, method_block
 
     t0 = time.monotonic()
     ratio = opts.schedule[step]
@@ -126,6 +127,8 @@ def cut_stage(ctx, opts: AdaptwinOptions, step: int) -> dict:
         dense=ctx.teacher,
     )
     plan.weighted_bias = opts.query_bias_fit == "weighted"
+    before = next(CompressionPlan.from_dict(b["plan"]) for b in ctx.blocks if b.get("method") == METHOD)
+    plan.decoder, plan.decoder_attention = before.decoder, before.decoder_attention  # factored once, kept
     compress_encoder(model, plan, stats)
     model.to(ctx.device)
     for p in model.parameters():

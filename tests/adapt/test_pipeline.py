@@ -292,6 +292,7 @@ def test_progressive_cuts_recover_between_cuts_resume_and_save_the_last_plan(syn
         twin_stats="head",
         centre=True,
         query_bias_fit="weighted",
+        decoder_keep=0.8,  # factored once by the first cut, carried through the later ones
         base=str(synthetic_whisper),
         layerwise_epochs=0.5,
         batch_size=2,
@@ -325,6 +326,8 @@ def test_progressive_cuts_recover_between_cuts_resume_and_save_the_last_plan(syn
             was = before["layers"][i]
             assert all(a <= b for a, b in zip(lp["qk"] + lp["vo"], was["qk"] + was["vo"]))
     assert plans[-1]["centre"] and plans[-1]["head_stats"] and plans[-1]["weighted_bias"]
+    assert plans[-1]["decoder"] == plans[0]["decoder"] and plans[0]["decoder"]
+    assert state.done("adaptwin.recover1")["planned_steps"] == report.stages["layerwise"]["planned_steps"]
     assert 0.3 - 1e-4 <= report.params["removed_share"]["encoder"] < 0.33  # kept <= 0.7, close to it
     assert compression_block(report.model_dir)["methods"][0]["plan"] == plans[-1]
     reloaded = load_model(report.model_dir)
