@@ -38,7 +38,8 @@ def train_stage(ctx, stage: str, model, kind: str | None = None):
     from asr_app.compression.lora import add_lora, lora_targets, merge_lora
 
     opts, folder = ctx.options, ctx.folder
-    ctx.event("stage", stage)
+    if kind is None:  # a method stage that trains (a progressive recovery) was announced by the pipeline
+        ctx.event("stage", stage)
     final = folder / f"{stage}.safetensors"
     done = ctx.done(stage)
     if done and final.is_file():
