@@ -56,12 +56,12 @@ def factor_stage(ctx, opts: AdaptwinOptions) -> dict:
             attention=True,
             ffn=opts.ffn,
             centre=opts.centre,
-            head_stats=opts.twin_stats == "head",
+            head_stats=opts.needs_head_stats,
         )
     else:
         plan = uniform_plan(model, opts.target_ratio, attention=True, ffn=opts.ffn, mode=opts.mode)
         plan.data_aware = opts.data_aware
-        plan.centre, plan.head_stats = opts.centre, opts.twin_stats == "head"
+        plan.centre, plan.head_stats = opts.centre, opts.needs_head_stats
     if not done:
         plan.weighted_bias = opts.query_bias_fit == "weighted"
         if opts.ffn_method == "prune":

@@ -275,7 +275,8 @@ def test_progressive_cuts_recover_between_cuts_resume_and_save_the_last_plan(syn
     leave no room for 45%): cuts at 15% and 30% with a layer-wise recovery and fresh
     statistics between them; no rank grows; an interrupted run resumes after the finished
     recovery; the saved model is the last cut's, within its budget."""
-    from asr_app.adapt import Adapter, AdaptOptions, run_adapt
+    from asr_app.adapt import Adapter, run_adapt
+    from asr_app.compression.adaptwin.options import AdaptwinOptions
     from asr_app.compression.checkpoint import compression_block
     from asr_app.models import load_model
 
@@ -285,24 +286,15 @@ def test_progressive_cuts_recover_between_cuts_resume_and_save_the_last_plan(syn
     greedy = functools.partial(asr_app.decoding.DecodingOptions, temperatures=(0.0,))
     monkeypatch.setattr(asr_app.decoding, "DecodingOptions", greedy)
     profile = _noise_profile(tmp_path)
-    opts = AdaptOptions.from_flat(
-        ("adaptwin",),
+    method = AdaptwinOptions(
         target_ratio=0.7,
         progressive=True,
         twin_stats="head",
         centre=True,
         query_bias_fit="weighted",
         decoder_keep=0.8,  # factored once by the first cut, carried through the later ones
-        base=str(synthetic_whisper),
-        layerwise_epochs=0.5,
-        batch_size=2,
-        lora_rank=2,
-        control=False,
-        speed_perturb=(),
-        stages=("layerwise",),
-        calibration_windows=2,
-        threads=TEST_THREADS,
     )
+    opts = _small_run(synthetic_whisper, methods=(method,), stages=("layerwise",), calibration_windows=2)
     assert opts.method("adaptwin").schedule == (0.85, 0.7)
     assert replace(opts.method("adaptwin"), target_ratio=0.55).schedule == (0.85, 0.7, 0.55)
     names = Adapter(profile, opts).stage_names()
