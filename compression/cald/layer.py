@@ -14,7 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from asr_app.compression.cald.feature_map import make_feature_map
-from asr_app.compression.cald.mixer import MixerState, check_chunking, hybrid_attention, hybrid_attention_step
+from asr_app.compression.cald.mixer import (
+    MixerState,
+    check_chunking,
+    hybrid_attention,
+    hybrid_attention_step,
+    hybrid_attention_weights,
+)
 
 
 class HybridSelfAttention(nn.Module):
@@ -98,6 +104,15 @@ class HybridSelfAttention(nn.Module):
             q, k, v, pq, pk, self.log_gamma.exp(), chunk_frames=self.chunk_frames, window_frames=self.window_frames
         )
         return self._out(y), None
+
+    def attention_weights(self, hidden_states: Tensor, chunk_frames: int | None = None) -> Tensor:
+        """The mixer's weights for a whole input, (batch, frames, d_model) -> (batch, heads,
+        frames, frames), rows summing to 1, with `chunk_frames` (default: the layer's)."""
+        q, k, _, pq, pk = self._heads(hidden_states)
+        chunk = self.chunk_frames if chunk_frames is None else chunk_frames
+        return hybrid_attention_weights(
+            q, k, pq, pk, self.log_gamma.exp(), chunk_frames=chunk, window_frames=self.window_frames
+        )
 
     def empty_state(self, batch: int = 1) -> MixerState:
         """The carried state before the first chunk."""

@@ -60,6 +60,48 @@ def _combine(scores: Tensor, values: Tensor, lin_num: Tensor, lin_den: Tensor) -
     return (weights @ values + lin_num) / (weights.sum(dim=-1, keepdim=True) + lin_den)
 
 
+def hybrid_attention_weights(
+    q: Tensor,
+    k: Tensor,
+    phi_q: Tensor,
+    phi_k: Tensor,
+    gamma: Tensor,
+    *,
+    chunk_frames: int | None,
+    window_frames: int,
+) -> Tensor:
+    """The mixer's attention weights over a whole window, by masks.
+
+    w_ij = exp(s_ij - m_i) / den_i on the softmax keys, g (phi_q_i . phi_k_j) / den_i on the
+    linear keys, 0 elsewhere, with s_ij = q_i . k_j / sqrt(head_dim), m_i the largest s_ij
+    over the softmax keys, g the head's mixing gain and den_i making each row sum to 1; the
+    key sets are `chunk_masks`'. With chunk_frames=None it is softmax attention. Memory is
+    quadratic in frames (as the teacher's attention); `hybrid_attention_step` is the
+    constant-state form.
+
+    Args:
+        q, k: (batch, heads, frames, head_dim) float.
+        phi_q, phi_k: (batch, heads, frames, features) float, the feature map of q and k
+            (non-negative).
+        gamma: (heads,) float, the mixing gain of the linear part (> 0).
+        chunk_frames, window_frames: as `chunk_masks`.
+    Returns:
+        (batch, heads, frames, frames), rows summing to 1 (attention transfer compares
+        them with the teacher's softmax).
+    Raises:
+        ValueError: bad chunk_frames or window_frames.
+    Source: CALD (He and Garner, arXiv 2410.06846) converts attention to a linear-time
+    mixer; the sliding-window plus linear form follows LoLCATs (Zhang et al. 2024) and the
+    learned feature map Hedgehog (Zhang et al., ICLR 2024); the chunking is ours.
+    """
+    soft, lin = chunk_masks(q.shape[-2], chunk_frames, window_frames, q.device)
+    scores = ((q @ k.mT) * q.shape[-1] ** -0.5).masked_fill(~soft, float("-inf"))
+    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    if lin.any():
+        weights = weights + (phi_q @ phi_k.mT) * lin.to(q.dtype) * gamma.to(q.dtype)[:, None, None]
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
 def hybrid_attention(
     q: Tensor,
     k: Tensor,
@@ -71,34 +113,20 @@ def hybrid_attention(
     chunk_frames: int | None,
     window_frames: int,
 ) -> Tensor:
-    """The hybrid mixer over a whole window at once (training, offline), by masks.
-
-    out_i = (sum_{j soft} exp(s_ij - m_i) v_j + g sum_{j lin} (phi_q_i . phi_k_j) v_j)
-          / (sum_{j soft} exp(s_ij - m_i)     + g sum_{j lin} (phi_q_i . phi_k_j))
-    with s_ij = q_i . k_j / sqrt(head_dim), m_i the largest s_ij over the softmax keys, g
-    the head's mixing gain, and the key sets of `chunk_masks`. With chunk_frames=None it is
-    softmax attention. Memory is quadratic in frames (as the teacher's attention);
-    `hybrid_attention_step` is the constant-state form.
+    """The hybrid mixer over a whole window at once (training, offline):
+    `hybrid_attention_weights(...) @ v`.
 
     Args:
-        q, k, v: (batch, heads, frames, head_dim) float.
-        phi_q, phi_k: (batch, heads, frames, features) float, the feature map of q and k
-            (non-negative).
-        gamma: (heads,) float, the mixing gain of the linear part (> 0).
-        chunk_frames, window_frames: as `chunk_masks`.
+        v: (batch, heads, frames, head_dim); the rest as `hybrid_attention_weights`.
     Returns:
         (batch, heads, frames, head_dim).
     Raises:
         ValueError: bad chunk_frames or window_frames.
-    Source: CALD (He and Garner, arXiv 2410.06846) converts attention to a linear-time
-    mixer; the sliding-window plus linear form follows LoLCATs (Zhang et al. 2024) and the
-    learned feature map Hedgehog (Zhang et al., ICLR 2024); the chunking is ours.
     """
-    soft, lin = chunk_masks(q.shape[-2], chunk_frames, window_frames, q.device)
-    scores = (q @ k.mT) * q.shape[-1] ** -0.5
-    scores = scores.masked_fill(~soft, float("-inf"))
-    kernel = (phi_q @ phi_k.mT) * lin.to(q.dtype) * gamma.to(q.dtype)[:, None, None]
-    return _combine(scores, v, kernel @ v, kernel.sum(dim=-1, keepdim=True))
+    weights = hybrid_attention_weights(
+        q, k, phi_q, phi_k, gamma, chunk_frames=chunk_frames, window_frames=window_frames
+    )
+    return weights @ v
 
 
 @dataclass
@@ -192,4 +220,11 @@ def hybrid_attention_step(
     return out, new
 
 
-__all__ = ["MixerState", "check_chunking", "chunk_masks", "hybrid_attention", "hybrid_attention_step"]
+__all__ = [
+    "MixerState",
+    "check_chunking",
+    "chunk_masks",
+    "hybrid_attention",
+    "hybrid_attention_step",
+    "hybrid_attention_weights",
+]
