@@ -83,10 +83,10 @@ def size_note(options) -> str | None:
     if adaptwin is None or adaptwin.target_ratio != AdaptwinOptions.target_ratio:
         return None
     return (
-        f"{100 * (1 - adaptwin.target_ratio):.0f}% of the encoder removed: the default, the largest share "
-        "measured (without a replay set) to keep every test speaker's other recordings within 2.0 WER "
-        "points and other voices within 2.2 (docs/results/adaptwin.md); --target-ratio 0.55 removes 45% "
-        "and loses more"
+        f"{100 * (1 - adaptwin.target_ratio):.0f}% of the encoder removed: the default, which kept every "
+        "test speaker's other recordings within 2.0 WER points and other voices within 2.2, with margin, "
+        "without a replay set (docs/results/adaptwin.md); --target-ratio 0.75 removes 25%, the largest "
+        "share measured to hold on every test speaker (one at the edge), and 0.55 removes 45% and loses more"
     )
 
 

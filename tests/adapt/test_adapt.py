@@ -748,6 +748,6 @@ def test_the_default_size_is_explained_and_a_chosen_one_is_not():
 
     note = size_note(AdaptOptions())
     assert note is not None and note.startswith("15% of the encoder removed: the default")
-    assert "--target-ratio 0.55" in note
+    assert "--target-ratio 0.75 removes 25%" in note and "0.55 removes 45%" in note
     assert size_note(AdaptOptions.from_flat(target_ratio=0.55)) is None
     assert size_note(AdaptOptions.from_flat(("fvt",))) is None  # no encoder compression
