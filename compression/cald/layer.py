@@ -68,11 +68,17 @@ class HybridSelfAttention(nn.Module):
         """A hybrid layer holding a Hugging Face `WhisperAttention`'s weights (copied).
 
         kwargs: the constructor's keyword arguments. With chunk_frames=None it computes what
-        `attn` computes (tested to float32 precision)."""
+        `attn` computes (tested to float32 precision). The new layer has `attn`'s device and
+        dtype. Convert before adding LoRA (peft renames the projections' keys).
+
+        Raises:
+            ValueError: as the constructor.
+        """
         new = cls(attn.embed_dim, attn.num_heads, **kwargs)
         for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
             getattr(new, name).load_state_dict(getattr(attn, name).state_dict())
-        return new.to(attn.q_proj.weight.device)
+        weight = attn.q_proj.weight
+        return new.to(device=weight.device, dtype=weight.dtype)
 
     def _heads(self, x: Tensor) -> tuple[Tensor, ...]:
         """(batch, frames, d_model) -> q, k, v, phi_q, phi_k, each (batch, heads, frames, .)."""
@@ -122,7 +128,11 @@ class HybridSelfAttention(nn.Module):
 
     def step(self, chunk: Tensor, state: MixerState | None = None) -> tuple[Tensor, MixerState]:
         """One chunk of a stream: (batch, chunk_frames, d_model) and the state -> the
-        chunk's output (batch, chunk_frames, d_model) and the new state (constant size)."""
+        chunk's output (batch, chunk_frames, d_model) and the new state (constant size).
+
+        Raises:
+            ValueError: an empty chunk.
+        """
         q, k, v, pq, pk = self._heads(chunk)
         state = self.empty_state(chunk.shape[0]) if state is None else state
         y, state = hybrid_attention_step(q, k, v, pq, pk, self.log_gamma.exp(), state, window_frames=self.window_frames)

@@ -54,7 +54,8 @@ def chunk_masks(frames: int, chunk_frames: int | None, window_frames: int, devic
 def _combine(scores: Tensor, values: Tensor, lin_num: Tensor, lin_den: Tensor) -> Tensor:
     """(softmax numerator + linear numerator) / (softmax denominator + linear denominator).
 
-    scores: (..., q, k) with -inf off the softmax keys (every row has one finite entry);
+    scores: (..., q, k), -inf on keys a row does not reach by softmax (none in a step; each row
+    keeps at least one finite entry);
     values: (..., k, head_dim); lin_num: (..., q, head_dim); lin_den: (..., q, 1)."""
     weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
     return (weights @ values + lin_num) / (weights.sum(dim=-1, keepdim=True) + lin_den)
@@ -98,7 +99,8 @@ def hybrid_attention_weights(
     scores = ((q @ k.mT) * q.shape[-1] ** -0.5).masked_fill(~soft, float("-inf"))
     weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
     if lin.any():
-        weights = weights + (phi_q @ phi_k.mT) * lin.to(q.dtype) * gamma.to(q.dtype)[:, None, None]
+        # masked_fill, not a product with the mask: an overflow off the linear keys stays out
+        weights = weights + ((phi_q @ phi_k.mT) * gamma.to(q.dtype)[:, None, None]).masked_fill(~lin, 0)
     return weights / weights.sum(dim=-1, keepdim=True)
 
 
@@ -141,6 +143,9 @@ class MixerState:
         kv_sum: (batch, heads, features, head_dim), sum of phi_k v^T over older frames.
         k_sum: (batch, heads, features), sum of phi_k over older frames.
         frames: frames seen so far.
+
+    The sums grow with the frames seen (Hedgehog features add up to 2 per frame): keep the
+    state in float32 for long streams (float16 loses precision after tens of seconds).
     """
 
     keys: Tensor

@@ -27,7 +27,8 @@ def teacher_log_weights(attn: Any, x: Tensor, reach: Tensor) -> Tensor:
         x: (batch, frames, d_model), the attention's input (after its LayerNorm).
         reach: (frames, frames) bool, [query, key] keys the student reaches.
     Returns:
-        (batch, heads, frames, frames) log weights renormalised over `reach`, -inf elsewhere.
+        (batch, heads, frames, frames) float32 log weights renormalised over `reach`, -inf
+        elsewhere.
     """
     b, t, _ = x.shape
     heads, dim = attn.num_heads, attn.head_dim
@@ -36,16 +37,23 @@ def teacher_log_weights(attn: Any, x: Tensor, reach: Tensor) -> Tensor:
         return y.view(b, t, heads, dim).transpose(1, 2)
 
     scores = (split(attn.q_proj(x)) @ split(attn.k_proj(x)).mT) * dim**-0.5
-    return torch.log_softmax(scores.masked_fill(~reach, float("-inf")), dim=-1)
+    return torch.log_softmax(scores.float().masked_fill(~reach, float("-inf")), dim=-1)
 
 
 def transfer_kl(teacher_log: Tensor, student: Tensor, reach: Tensor) -> Tensor:
-    """KL(teacher || student) per query over the reachable keys, averaged (nats).
+    """KL(teacher || student) per query over the reachable keys, averaged (nats), computed in
+    float32.
 
-    teacher_log: log weights (batch, heads, queries, keys), -inf off `reach`; student:
-    weights of the same shape; reach: (queries, keys) bool."""
+    Args:
+        teacher_log: log weights (batch, heads, queries, keys), -inf off `reach`.
+        student: weights of the same shape (rows summing to 1 over `reach`).
+        reach: (queries, keys) bool.
+    Returns:
+        A scalar: the mean over batch, heads and queries of sum_k t (log t - log s).
+    """
     t = teacher_log.exp()
-    diff = torch.where(reach, teacher_log - torch.log(student.clamp_min(1e-30)), torch.zeros_like(student))
+    s = student.float()
+    diff = torch.where(reach, teacher_log - torch.log(s.clamp_min(1e-30)), torch.zeros_like(s))
     return (t * diff).sum(-1).mean()
 
 
@@ -62,19 +70,22 @@ def attention_transfer(
     layer's attention weights match the teacher layer's softmax restricted to the keys the
     chunk reaches (KL, per head), with the teacher's own layer inputs.
 
-    A chunk size is drawn per step from `chunk_choices` (generator seeded by the step, so a
-    resumed run draws the same); a chunk over the whole window leaves no linear part, so it
-    is not among them. Every `query_stride`-th query is compared (cost / query_stride).
+    A chunk size is drawn per step from `chunk_choices` (a generator seeded by the step, so
+    runs repeat); a chunk over the whole window leaves no linear part, so it is not among
+    them. Every `query_stride`-th query is compared (the student's weights are still
+    computed for every query). Side effect: afterwards only the student's feature maps and
+    gains have requires_grad set; the caller sets the flags its next stage needs.
 
     Args:
         student: a Whisper model whose encoder was converted (`convert_encoder`).
         teacher: the original model (frozen, eval), same architecture before conversion.
         mel_batches: (batch, n_mels, 3000) log-mel windows, cycled.
-        cfg: steps and learning rate (its other fields are unused here).
+        cfg: steps, learning rate, weight decay and deadline (its loss fields are unused).
     Returns:
         {"steps": n, "final_loss": mean KL (nats per query) of the last 10 steps}.
     Raises:
-        ValueError: a student without hybrid layers, or an empty chunk_choices.
+        ValueError: a student without hybrid layers, an empty chunk_choices or
+            query_stride < 1.
     Source: attention transfer as in Hedgehog (Zhang et al., ICLR 2024) and LoLCATs (Zhang
     et al. 2024); the block-causal restriction is ours.
     """
@@ -83,6 +94,8 @@ def attention_transfer(
         raise ValueError("the student has no CALD layers: convert it first (convert_encoder)")
     if not chunk_choices:
         raise ValueError("chunk_choices must name at least one chunk size")
+    if query_stride < 1:
+        raise ValueError(f"query_stride must be >= 1, got {query_stride}")
     for p in student.parameters():
         p.requires_grad_(False)
     for attn in hybrids:
@@ -90,8 +103,8 @@ def attention_transfer(
             p.requires_grad_(True)
     t_enc, s_enc = encoder_of(teacher), encoder_of(student)
     captured: list[Tensor] = []
-    handles = [layer.register_forward_pre_hook(lambda m, a: captured.append(a[0].detach())) for layer in t_enc.layers]
     loop = _Loop(student, cfg, None, 0, on_step, None)
+    handles = [layer.register_forward_pre_hook(lambda m, a: captured.append(a[0].detach())) for layer in t_enc.layers]
     try:
         for mel in _cycle(mel_batches, 0):
             if loop.done():
@@ -106,8 +119,8 @@ def attention_transfer(
             reach = (soft | lin)[::query_stride]
             loss: Tensor | float = 0.0
             for x, t_layer, s_layer in zip(captured, t_enc.layers, s_enc.layers):
-                h = t_layer.self_attn_layer_norm(x)
-                with torch.no_grad():
+                with torch.no_grad():  # the teacher's LayerNorm gets no gradient
+                    h = t_layer.self_attn_layer_norm(x)
                     target = teacher_log_weights(t_layer.self_attn, h, soft | lin)[..., ::query_stride, :]
                 weights = s_layer.self_attn.attention_weights(h, chunk)[..., ::query_stride, :]
                 loss = loss + transfer_kl(target, weights, reach)

@@ -73,8 +73,40 @@ def test_forward_equals_repeated_step(name, frames, chunk, window):
     assert len(set(full)) <= 1
 
 
+def _naive(q, k, v, pq, pk, gamma, bounds, window):
+    """The mixer query by query from its definition, for any chunk boundaries."""
+    out = torch.zeros_like(q)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        lo = max(0, a - window)
+        for i in range(a, b):
+            s = (q[..., i, None, :] * k[..., lo:b, :]).sum(-1) / q.shape[-1] ** 0.5  # (batch, heads, keys)
+            w = torch.exp(s - s.amax(-1, keepdim=True))
+            lin = (pq[..., i, None, :] * pk[..., :lo, :]).sum(-1) * gamma[:, None]
+            num = (w[..., None] * v[..., lo:b, :]).sum(-2) + (lin[..., None] * v[..., :lo, :]).sum(-2)
+            out[..., i, :] = num / (w.sum(-1) + lin.sum(-1))[..., None]
+    return out
+
+
+@pytest.mark.parametrize(("bounds", "window"), [([0, 1, 8, 11, 20], 5), ([0, 6, 7, 20], 0), ([0, 3, 20], 30)])
+def test_step_with_unequal_chunks_equals_the_definition(bounds, window):
+    q, k, v = _qkv(20, seed=3)
+    fmap = make_feature_map("relu", 3, 5).double()
+    pq, pk = fmap(q), fmap(k)
+    gamma = torch.tensor([0.2, 1.0, 2.0], dtype=torch.float64)
+    streamed, state, _ = _stream(q, k, v, pq, pk, gamma, bounds, window)
+    torch.testing.assert_close(streamed, _naive(q, k, v, pq, pk, gamma, bounds, window), rtol=1e-10, atol=1e-10)
+    # and equal chunks through the masked form agree with the definition too
+    torch.testing.assert_close(
+        hybrid_attention(q, k, v, pq, pk, gamma, chunk_frames=4, window_frames=window),
+        _naive(q, k, v, pq, pk, gamma, list(range(0, 20, 4)) + [20], window),
+        rtol=1e-10,
+        atol=1e-10,
+    )
+
+
 def test_linear_part_reaches_old_frames():
-    """Past the window the output changes with an old frame's value (the state carries it)."""
+    """Past the window the output still changes with an old frame's value (through the
+    linear part), and never with a frame after the query's chunk."""
     q, k, v = _qkv(12)
     fmap = make_feature_map("elu", 3, 5)
     gamma = torch.ones(3, dtype=torch.float64)

@@ -92,6 +92,9 @@ def test_attention_transfer_lowers_the_kl_and_trains_only_the_maps():
         if key in frozen:
             torch.testing.assert_close(value, frozen[key], rtol=0, atol=0)
     assert hybrid_attentions(student)[0].chunk_frames is None  # the layers' own chunking is left as it was
+    assert all(p.grad is None for p in teacher.parameters())  # nothing flows into the teacher
+    trainable = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert trainable and all("feature_" in n or "log_gamma" in n for n in trainable)
 
 
 def test_transfer_kl_is_zero_for_the_teacher_itself():
