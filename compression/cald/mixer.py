@@ -51,16 +51,6 @@ def chunk_masks(frames: int, chunk_frames: int | None, window_frames: int, devic
     return softmax_mask, linear_mask
 
 
-def _combine(scores: Tensor, values: Tensor, lin_num: Tensor, lin_den: Tensor) -> Tensor:
-    """(softmax numerator + linear numerator) / (softmax denominator + linear denominator).
-
-    scores: (..., q, k), -inf on keys a row does not reach by softmax (none in a step; each row
-    keeps at least one finite entry);
-    values: (..., k, head_dim); lin_num: (..., q, head_dim); lin_den: (..., q, 1)."""
-    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
-    return (weights @ values + lin_num) / (weights.sum(dim=-1, keepdim=True) + lin_den)
-
-
 def hybrid_attention_weights(
     q: Tensor,
     k: Tensor,
@@ -212,7 +202,8 @@ def hybrid_attention_step(
     scores = (q @ keys.mT) * q.shape[-1] ** -0.5
     lin_num = (phi_q @ state.kv_sum) * g[..., None]
     lin_den = (phi_q @ state.k_sum[..., None]) * g[..., None]
-    out = _combine(scores, values, lin_num, lin_den)
+    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    out = (weights @ values + lin_num) / (weights.sum(dim=-1, keepdim=True) + lin_den)
     # Frames before the next chunk's window move into the linear sums.
     keep = min(window_frames, keys.shape[-2])
     old = keys.shape[-2] - keep

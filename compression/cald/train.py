@@ -15,29 +15,24 @@ from torch import Tensor, nn
 
 from asr_app.compression.cald.apply import hybrid_attentions
 from asr_app.compression.cald.mixer import chunk_masks
-from asr_app.compression.distill import TrainConfig, _cycle, _Loop
+from asr_app.compression.distill import TrainConfig, _cycle, _head_logits, _Loop
 from asr_app.compression.surgery import encoder_of
 
 
-def teacher_log_weights(attn: Any, x: Tensor, reach: Tensor) -> Tensor:
+def teacher_log_weights(attn: Any, x: Tensor, reach: Tensor, query_stride: int = 1) -> Tensor:
     """The teacher's softmax attention restricted to reachable keys, as log weights.
 
     Args:
         attn: a dense `WhisperAttention` (the teacher layer's self-attention).
         x: (batch, frames, d_model), the attention's input (after its LayerNorm).
         reach: (frames, frames) bool, [query, key] keys the student reaches.
+        query_stride: every query_stride-th query only (as `distill.attention_map_kl`).
     Returns:
-        (batch, heads, frames, frames) float32 log weights renormalised over `reach`, -inf
-        elsewhere.
+        (batch, heads, ceil(frames / query_stride), frames) float32 log weights renormalised
+        over `reach`, -inf elsewhere.
     """
-    b, t, _ = x.shape
-    heads, dim = attn.num_heads, attn.head_dim
-
-    def split(y: Tensor) -> Tensor:
-        return y.view(b, t, heads, dim).transpose(1, 2)
-
-    scores = (split(attn.q_proj(x)) @ split(attn.k_proj(x)).mT) * dim**-0.5
-    return torch.log_softmax(scores.float().masked_fill(~reach, float("-inf")), dim=-1)
+    scores = _head_logits(attn, x, query_stride).float()
+    return torch.log_softmax(scores.masked_fill(~reach[::query_stride], float("-inf")), dim=-1)
 
 
 def transfer_kl(teacher_log: Tensor, student: Tensor, reach: Tensor) -> Tensor:
@@ -121,7 +116,7 @@ def attention_transfer(
             for x, t_layer, s_layer in zip(captured, t_enc.layers, s_enc.layers):
                 with torch.no_grad():  # the teacher's LayerNorm gets no gradient
                     h = t_layer.self_attn_layer_norm(x)
-                    target = teacher_log_weights(t_layer.self_attn, h, soft | lin)[..., ::query_stride, :]
+                    target = teacher_log_weights(t_layer.self_attn, h, soft | lin, query_stride)
                 weights = s_layer.self_attn.attention_weights(h, chunk)[..., ::query_stride, :]
                 loss = loss + transfer_kl(target, weights, reach)
             loop.update(cast(Tensor, loss) / len(captured))
