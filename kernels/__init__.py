@@ -7,6 +7,8 @@ when a fused kernel lands):
     int8_matmul       X @ dequant(W), X quantized per tensor         Int8MatMul
     low_rank_linear   (X @ Down) @ Up + Bias, and its int8 variant   LowRankLinear(Int8)
     twin_attention    per-head low-rank product-twin attention       TwinAttention(Int8)
+    hybrid_attention  CALD's chunked softmax + linear mixer          HybridAttention
+    hedgehog_feature_map  [softmax(XW+b), softmax(-(XW+b))]          HedgehogFeatureMap
 
 The public op is the function in `<op>/__init__.py` (import it from there, e.g.
 `from asr_app.kernels.twin_attention import twin_attention`), with `backend="auto"`; the
@@ -28,9 +30,20 @@ __all__ = ["DOMAIN", "VERSION", "OP_NAMES", "function_protos"]
 def function_protos() -> list:
     """FunctionProtos of every own op, in OP_NAMES order, to add to a ModelProto's `functions`."""
     from asr_app.kernels.block_attention.onnx import BlockAttention
+    from asr_app.kernels.hedgehog_feature_map.onnx import HedgehogFeatureMap
+    from asr_app.kernels.hybrid_attention.onnx import HybridAttention
     from asr_app.kernels.int8_matmul.onnx import Int8MatMul
     from asr_app.kernels.low_rank_linear.onnx import LowRankLinear, LowRankLinearInt8
     from asr_app.kernels.twin_attention.onnx import TwinAttention, TwinAttentionInt8
 
-    ops = (Int8MatMul, BlockAttention, LowRankLinear, LowRankLinearInt8, TwinAttention, TwinAttentionInt8)
+    ops = (
+        Int8MatMul,
+        BlockAttention,
+        LowRankLinear,
+        LowRankLinearInt8,
+        TwinAttention,
+        TwinAttentionInt8,
+        HybridAttention,
+        HedgehogFeatureMap,
+    )
     return [f.to_function_proto() for f in ops]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from asr_app.kernels.hedgehog_feature_map import hedgehog_feature_map
+
 FEATURE_MAPS = ("hedgehog", "elu", "relu")
 
 
@@ -30,8 +32,7 @@ class HedgehogFeatureMap(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, heads, frames, head_dim) -> (batch, heads, frames, 2 head_dim)."""
-        z = x @ self.weight.to(x.dtype) + self.bias.to(x.dtype)
-        return torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)
+        return hedgehog_feature_map(x, self.weight, self.bias)
 
 
 class EluFeatureMap(nn.Module):

@@ -5,7 +5,9 @@ window before the chunk, and through a feature map (linear attention) to every o
 whose sum is a constant-size state. Derivation and sources: README.md beside this file.
 
 Shapes: `batch`, `heads`, `frames` (encoder positions, 20 ms each), `head_dim`, `features`
-(the feature map's output width).
+(the feature map's output width). The whole-window math is the own op `HybridAttention`
+(`asr_app.kernels.hybrid_attention`, its PyTorch reference and ONNX function); this module
+checks the arguments, folds the scale into q and adds the streaming step.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from asr_app.kernels.hybrid_attention import hybrid_attention as kernel_hybrid_attention
+from asr_app.kernels.hybrid_attention import reference
 
 
 def check_chunking(chunk_frames: int | None, window_frames: int) -> None:
@@ -41,14 +46,7 @@ def chunk_masks(frames: int, chunk_frames: int | None, window_frames: int, devic
         ValueError: bad chunk_frames or window_frames.
     """
     check_chunking(chunk_frames, window_frames)
-    size = frames if chunk_frames is None else chunk_frames
-    pos = torch.arange(frames, device=device)
-    start = (pos // size) * size
-    end = torch.clamp(start + size, max=frames)
-    key = pos[None, :]
-    softmax_mask = (key >= (start - window_frames)[:, None]) & (key < end[:, None])
-    linear_mask = key < (start - window_frames)[:, None]
-    return softmax_mask, linear_mask
+    return reference.chunk_masks(frames, chunk_frames, window_frames, device)
 
 
 def hybrid_attention_weights(
@@ -85,13 +83,8 @@ def hybrid_attention_weights(
     mixer; the sliding-window plus linear form follows LoLCATs (Zhang et al. 2024) and the
     learned feature map Hedgehog (Zhang et al., ICLR 2024); the chunking is ours.
     """
-    soft, lin = chunk_masks(q.shape[-2], chunk_frames, window_frames, q.device)
-    scores = ((q @ k.mT) * q.shape[-1] ** -0.5).masked_fill(~soft, float("-inf"))
-    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
-    if lin.any():
-        # masked_fill, not a product with the mask: an overflow off the linear keys stays out
-        weights = weights + ((phi_q @ phi_k.mT) * gamma.to(q.dtype)[:, None, None]).masked_fill(~lin, 0)
-    return weights / weights.sum(dim=-1, keepdim=True)
+    check_chunking(chunk_frames, window_frames)
+    return reference.hybrid_weights(q * q.shape[-1] ** -0.5, k, phi_q, phi_k, gamma, chunk_frames, window_frames)
 
 
 def hybrid_attention(
@@ -115,10 +108,10 @@ def hybrid_attention(
     Raises:
         ValueError: bad chunk_frames or window_frames.
     """
-    weights = hybrid_attention_weights(
-        q, k, phi_q, phi_k, gamma, chunk_frames=chunk_frames, window_frames=window_frames
+    check_chunking(chunk_frames, window_frames)
+    return kernel_hybrid_attention(
+        q * q.shape[-1] ** -0.5, k, v, phi_q, phi_k, gamma, chunk_frames=chunk_frames, window_frames=window_frames
     )
-    return weights @ v
 
 
 @dataclass

@@ -21,7 +21,11 @@ def run_own_op(op_type: str, inputs: dict[str, np.ndarray], out_rank: int) -> np
 
     from asr_app.kernels import DOMAIN, VERSION, function_protos
 
-    types = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int8): TensorProto.INT8}
+    types = {
+        np.dtype(np.float32): TensorProto.FLOAT,
+        np.dtype(np.int8): TensorProto.INT8,
+        np.dtype(np.int64): TensorProto.INT64,
+    }
     node = helper.make_node(op_type, list(inputs), ["y"], domain=DOMAIN)
     graph = helper.make_graph(
         [node],
