@@ -306,6 +306,21 @@ def _head_logits(attn, x: Tensor, query_stride: int) -> Tensor:
     )
 
 
+def reach_kl(teacher_log: Tensor, student: Tensor, reach: Tensor) -> Tensor:
+    """KL(teacher || student) per query over the keys in `reach`, in float32 (nats).
+
+    Args:
+        teacher_log: (batch, heads, queries, keys) log weights, -inf off `reach`.
+        student: weights of the same shape (rows summing to 1 over `reach`).
+        reach: (queries, keys) bool.
+    Returns:
+        (batch, heads, queries): sum over reachable keys of t (log t - log s).
+    """
+    s = student.float()
+    diff = torch.where(reach, teacher_log - torch.log(s.clamp_min(1e-30)), torch.zeros_like(s))
+    return (teacher_log.exp() * diff).sum(-1)
+
+
 def attention_map_kl(
     teacher_layer: Any,
     student_layer: Any,
@@ -321,7 +336,10 @@ def attention_map_kl(
 
     Args:
         teacher_layer, student_layer: encoder layers (`self_attn_layer_norm`, `self_attn`);
-            the student's attention dense or a `TwinSelfAttention`, with the same heads.
+            the student's attention dense, a `TwinSelfAttention`, or a mixer with
+            `attention_weights(h)` (batch, heads, positions, positions) and `reach(positions)`
+            (positions, positions) bool (CALD's `HybridSelfAttention`: the teacher's softmax is
+            then renormalised over the keys the student reaches), with the same heads.
         x: (batch, positions, d_model) the layer's input.
         weights: (batch, positions) position weights (queries are weighted by them) or None.
         query_stride: every query_stride-th query position is used (cost / query_stride).
@@ -329,14 +347,22 @@ def attention_map_kl(
         A scalar, in nats per query.
     Source: attention-map distillation as in MiniLM (Wang et al., 2020), per head.
     """
-    with torch.no_grad():
-        target = F.log_softmax(
-            _head_logits(teacher_layer.self_attn, teacher_layer.self_attn_layer_norm(x), query_stride), -1
-        )
-    student = F.log_softmax(
-        _head_logits(student_layer.self_attn, student_layer.self_attn_layer_norm(x), query_stride), -1
-    )
-    kl = (target.exp() * (target - student)).sum(-1).mean(1)  # (batch, queries)
+    s_attn = student_layer.self_attn
+    if hasattr(s_attn, "attention_weights"):  # a mixer that is not softmax over every key (CALD)
+        h = student_layer.self_attn_layer_norm(x)
+        reach = s_attn.reach(x.shape[1])
+        with torch.no_grad():
+            scores = _head_logits(teacher_layer.self_attn, teacher_layer.self_attn_layer_norm(x), query_stride)
+            target = F.log_softmax(scores.float().masked_fill(~reach[::query_stride], float("-inf")), -1)
+        s_weights = s_attn.attention_weights(h)[..., ::query_stride, :]
+        kl = reach_kl(target, s_weights, reach[::query_stride]).mean(1)  # (batch, queries)
+    else:
+        with torch.no_grad():
+            target = F.log_softmax(
+                _head_logits(teacher_layer.self_attn, teacher_layer.self_attn_layer_norm(x), query_stride), -1
+            )
+        student = F.log_softmax(_head_logits(s_attn, student_layer.self_attn_layer_norm(x), query_stride), -1)
+        kl = (target.exp() * (target - student)).sum(-1).mean(1)  # (batch, queries)
     if weights is None:
         return kl.mean()
     w = weights[:, ::query_stride]

@@ -1,6 +1,6 @@
 """The compression-method interface and the registry of methods.
 
-A method (AdaPTwin and FVT today; CALD to come) is one object that says:
+A method (AdaPTwin, FVT, CALD) is one object that says:
 - `name`, `version`: what a compressed model's config.json records in its block;
 - `config_class`: a dataclass with `to_dict()` / `from_dict(d)`, the method's saved
   settings (for AdaPTwin: the `CompressionPlan`, ranks per layer and head);
@@ -67,6 +67,10 @@ def _register_builtin() -> None:
         from asr_app.compression.fvt.method import FVT
 
         register(FVT)
+    if "cald" not in METHODS:
+        from asr_app.compression.cald.method import CALD
+
+        register(CALD)
 
 
 def all_methods() -> dict[str, Method]:

@@ -168,6 +168,9 @@ class AdaptOptions:
         if vocabulary:
             # the layer methods' stages start from the original model's layers and vocabulary
             raise ValueError(f"{vocabulary[0]} changes the vocabulary and must come last in methods, got {names}")
+        for m in self.methods:  # a method that does not compose with some others says so
+            if hasattr(m, "check_methods"):
+                m.check_methods(names)
         if set(self.stages) - {"layerwise", "finetune"}:
             raise ValueError(f"stages must be among layerwise, finetune; got {self.stages}")
         if not 0 <= self.calibration_replay_share < 1:

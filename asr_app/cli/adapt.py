@@ -1,4 +1,4 @@
-"""`asr-app adapt`: compress Whisper and adapt it to a profile's voice (AdaPTwin, FVT; see
+"""`asr-app adapt`: compress Whisper and adapt it to a profile's voice (AdaPTwin, FVT, CALD; see
 asr_app.adapt). Its arguments: asr_app.cli.adapt_args."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from asr_app.cli.adapt_args import FVT_OPTIONS, METHOD_OPTIONS, add_arguments
+from asr_app.cli.adapt_args import CALD_OPTIONS, FVT_OPTIONS, METHOD_OPTIONS, add_arguments
 from asr_app.cli.common import open_profile
 
 __all__ = ["add_parser", "resolve_train_device", "run"]
@@ -38,6 +38,9 @@ def _adapt_options(args, profile=None):
     for dest, field in FVT_OPTIONS.items():
         if getattr(args, dest) is not None:
             method[field] = tuple(getattr(args, dest)) if dest == "domain_text" else getattr(args, dest)
+    for dest, field in CALD_OPTIONS.items():
+        if getattr(args, dest) is not None:
+            method[field] = tuple(getattr(args, dest)) if dest == "train_chunks" else getattr(args, dest)
     if args.plain:  # plain SVD: none of the statistics-weighted refinements either
         method["data_aware"] = False
         for field, plain in (("twin_stats", "input"), ("centre", False), ("query_bias_fit", "plain")):

@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   asr-app adapt --profile alice
   asr-app adapt --profile alice --target-ratio 0.85 --general-set ../shared/data/librispeech/train-clean-5
   asr-app adapt --profile alice --methods adaptwin fvt --target-ratio 0.85 --domain-text terms.txt
+  asr-app adapt --profile alice --methods cald --chunk-frames 100
   asr-app adapt --profile alice --unlabeled my-recordings/ --live-sessions
   asr-app adapt --profile alice --refresh"""
 
@@ -35,6 +36,14 @@ METHOD_OPTIONS = {
 }
 # argument dest -> FvtOptions field, None meaning the method's default (as above)
 FVT_OPTIONS = {"vocab_size": "vocab_size", "vocab_init": "init", "domain_text": "domain_text"}
+# argument dest -> CaldOptions field, None meaning the method's default (as above)
+CALD_OPTIONS = {
+    "feature_map": "feature_map",
+    "chunk_frames": "chunk_frames",
+    "window_frames": "window_frames",
+    "train_chunks": "train_chunks",
+    "transfer_epochs": "transfer_epochs",
+}
 VOCAB_INITS = {
     "fvt": "a new token starts as the mean of its original pieces",
     "pvt": "shared tokens keep their rows, new ones random (baseline)",
@@ -219,6 +228,41 @@ def add_arguments(sub) -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="FVT: text files of your own words (names, terms, a field's vocabulary) weighed into the tokenizer",
+    )
+    p.add_argument(
+        "--feature-map",
+        choices=("hedgehog", "elu", "relu"),
+        default=None,
+        help="CALD: the linear attention's feature map (default hedgehog: learned; elu, relu: fixed baselines)",
+    )
+    p.add_argument(
+        "--chunk-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CALD: encoder frames (20 ms each) per chunk, offline and live (default 100: 2 s)",
+    )
+    p.add_argument(
+        "--window-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CALD: frames before a chunk still reached by exact softmax (default 50: 1 s)",
+    )
+    p.add_argument(
+        "--train-chunks",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="CALD: chunk sizes drawn per batch in training, 0 for the whole window (default 25 50 100 200 0)",
+    )
+    p.add_argument(
+        "--transfer-epochs",
+        type=float,
+        default=None,
+        metavar="E",
+        help="CALD: passes of attention transfer over the speaker's windows (default 1; 0 skips it)",
     )
     p.add_argument("--skip", nargs="*", choices=("layerwise", "finetune"), help="leave out recovery stages (ablation)")
     p.add_argument("--no-control", action="store_true", help="skip the LoRA-only control model")

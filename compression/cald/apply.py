@@ -15,6 +15,7 @@ def convert_encoder(
     feature_map: str = "hedgehog",
     chunk_frames: int | None = None,
     window_frames: int = 50,
+    train_chunks: tuple[int | None, ...] = (),
 ) -> list[HybridSelfAttention]:
     """Replace every encoder self-attention of a Hugging Face Whisper model (in place) by a
     `HybridSelfAttention` holding the same projection weights; layers already converted are
@@ -25,14 +26,19 @@ def convert_encoder(
     Raises:
         ValueError: bad chunking or feature map (before anything is changed).
     """
-    check_chunking(chunk_frames, window_frames)
+    for c in (chunk_frames, *train_chunks):
+        check_chunking(c, window_frames)
     layers = encoder_of(model).layers
     converted = []
     for layer in layers:
         attn = layer.self_attn
         if not isinstance(attn, HybridSelfAttention):
             attn = HybridSelfAttention.from_attention(
-                attn, feature_map=feature_map, chunk_frames=chunk_frames, window_frames=window_frames
+                attn,
+                feature_map=feature_map,
+                chunk_frames=chunk_frames,
+                window_frames=window_frames,
+                train_chunks=train_chunks,
             )
             layer.self_attn = attn
         converted.append(attn)

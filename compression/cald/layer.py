@@ -17,6 +17,7 @@ from asr_app.compression.cald.feature_map import make_feature_map
 from asr_app.compression.cald.mixer import (
     MixerState,
     check_chunking,
+    chunk_masks,
     hybrid_attention,
     hybrid_attention_step,
     hybrid_attention_weights,
@@ -33,6 +34,10 @@ class HybridSelfAttention(nn.Module):
             the whole input, which makes the layer Whisper's own attention. Training sets it
             per batch (dynamic chunks).
         window_frames: frames before a chunk still reached by softmax.
+        train_chunks: dynamic chunking in training: while the module is in training mode,
+            each `forward` draws its chunk size from these (None: the whole window); empty
+            (the default) keeps `chunk_frames`. The draw is seeded by the layer's call
+            count, so every layer of an encoder draws the same size for the same batch.
     Raises:
         ValueError: heads not dividing embed_dim, bad chunking, unknown feature map.
     Source: CALD (He and Garner, arXiv 2410.06846) for converting a pretrained
@@ -47,6 +52,7 @@ class HybridSelfAttention(nn.Module):
         feature_map: str = "hedgehog",
         chunk_frames: int | None = None,
         window_frames: int = 50,
+        train_chunks: tuple[int | None, ...] = (),
     ):
         super().__init__()
         if heads < 1 or embed_dim % heads:
@@ -54,6 +60,11 @@ class HybridSelfAttention(nn.Module):
         check_chunking(chunk_frames, window_frames)
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, heads, embed_dim // heads
         self.chunk_frames, self.window_frames = chunk_frames, window_frames
+        for c in train_chunks:
+            check_chunking(c, window_frames)
+        self.train_chunks = tuple(train_chunks)
+        self._calls = 0  # forward calls in training mode: the seed of the next chunk draw
+        self._drawn: int | None = None  # the chunk size drawn by the last training forward
         self.feature_map_name = feature_map
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=True)
         self.k_proj = nn.Linear(embed_dim, embed_dim, bias=False)
@@ -106,16 +117,41 @@ class HybridSelfAttention(nn.Module):
         if attention_mask is not None:
             raise ValueError("HybridSelfAttention takes no attention_mask (Whisper's encoder passes none)")
         q, k, v, pq, pk = self._heads(hidden_states)
+        if self.training and self.train_chunks:
+            g = torch.Generator().manual_seed(self._calls)
+            self._calls += 1
+            self._drawn = self.train_chunks[int(torch.randint(len(self.train_chunks), (1,), generator=g))]
         y = hybrid_attention(
-            q, k, v, pq, pk, self.log_gamma.exp(), chunk_frames=self.chunk_frames, window_frames=self.window_frames
+            q, k, v, pq, pk, self.log_gamma.exp(), chunk_frames=self.current_chunk, window_frames=self.window_frames
         )
         return self._out(y), None
 
+    @property
+    def current_chunk(self) -> int | None:
+        """The chunk size in use: in training mode with `train_chunks`, the one drawn by the
+        last `forward`; otherwise `chunk_frames`."""
+        if self.training and self.train_chunks and self._calls:
+            return self._drawn
+        return self.chunk_frames
+
+    def reach(self, frames: int, chunk_frames: int | None = None) -> Tensor:
+        """(frames, frames) bool, [query, key]: the keys each query reaches (softmax or
+        linear), i.e. every key up to the end of its chunk; `chunk_frames` defaults to the
+        chunk size of the last `forward` (drawn in training)."""
+        soft, lin = chunk_masks(
+            frames,
+            self.current_chunk if chunk_frames is None else chunk_frames,
+            self.window_frames,
+            self.q_proj.weight.device,
+        )
+        return soft | lin
+
     def attention_weights(self, hidden_states: Tensor, chunk_frames: int | None = None) -> Tensor:
         """The mixer's weights for a whole input, (batch, frames, d_model) -> (batch, heads,
-        frames, frames), rows summing to 1, with `chunk_frames` (default: the layer's)."""
+        frames, frames), rows summing to 1, with `chunk_frames` (default: the chunk size of
+        the last `forward`, drawn in training)."""
         q, k, _, pq, pk = self._heads(hidden_states)
-        chunk = self.chunk_frames if chunk_frames is None else chunk_frames
+        chunk = self.current_chunk if chunk_frames is None else chunk_frames
         return hybrid_attention_weights(
             q, k, pq, pk, self.log_gamma.exp(), chunk_frames=chunk, window_frames=self.window_frames
         )

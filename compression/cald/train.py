@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from asr_app.compression.cald.apply import hybrid_attentions
 from asr_app.compression.cald.mixer import chunk_masks
-from asr_app.compression.distill import TrainConfig, _cycle, _head_logits, _Loop
+from asr_app.compression.distill import TrainConfig, _cycle, _head_logits, _Loop, reach_kl
 from asr_app.compression.surgery import encoder_of
 
 
@@ -37,7 +37,7 @@ def teacher_log_weights(attn: Any, x: Tensor, reach: Tensor, query_stride: int =
 
 def transfer_kl(teacher_log: Tensor, student: Tensor, reach: Tensor) -> Tensor:
     """KL(teacher || student) per query over the reachable keys, averaged (nats), computed in
-    float32.
+    float32 (`distill.reach_kl`, averaged).
 
     Args:
         teacher_log: log weights (batch, heads, queries, keys), -inf off `reach`.
@@ -46,16 +46,13 @@ def transfer_kl(teacher_log: Tensor, student: Tensor, reach: Tensor) -> Tensor:
     Returns:
         A scalar: the mean over batch, heads and queries of sum_k t (log t - log s).
     """
-    t = teacher_log.exp()
-    s = student.float()
-    diff = torch.where(reach, teacher_log - torch.log(s.clamp_min(1e-30)), torch.zeros_like(s))
-    return (t * diff).sum(-1).mean()
+    return reach_kl(teacher_log, student, reach).mean()
 
 
 def attention_transfer(
     student: nn.Module,
     teacher: nn.Module,
-    mel_batches: Sequence[Tensor],
+    mel_batches: Sequence[Tensor | tuple[Tensor, Tensor]],
     cfg: TrainConfig,
     chunk_choices: Sequence[int] = (25, 50, 100, 200),
     query_stride: int = 4,
@@ -74,7 +71,8 @@ def attention_transfer(
     Args:
         student: a Whisper model whose encoder was converted (`convert_encoder`).
         teacher: the original model (frozen, eval), same architecture before conversion.
-        mel_batches: (batch, n_mels, 3000) log-mel windows, cycled.
+        mel_batches: (batch, n_mels, 3000) log-mel windows, or (mel, anything) pairs as the
+            adaptation's `LazyBatches` give, cycled.
         cfg: steps, learning rate, weight decay and deadline (its loss fields are unused).
     Returns:
         {"steps": n, "final_loss": mean KL (nats per query) of the last 10 steps}.
@@ -101,9 +99,10 @@ def attention_transfer(
     loop = _Loop(student, cfg, None, 0, on_step, None)
     handles = [layer.register_forward_pre_hook(lambda m, a: captured.append(a[0].detach())) for layer in t_enc.layers]
     try:
-        for mel in _cycle(mel_batches, 0):
+        for item in _cycle(mel_batches, 0):
             if loop.done():
                 break
+            mel = item[0] if isinstance(item, tuple) else item
             g = torch.Generator().manual_seed(loop.step)
             chunk = int(chunk_choices[int(torch.randint(len(chunk_choices), (1,), generator=g))])
             captured.clear()
