@@ -1,15 +1,26 @@
 """What a CALD model records in its method block of config.json: the feature map and the
-chunking its encoder layers were converted with, so a saved model is rebuilt the same way."""
+chunking its encoder layers were converted with, so a saved model is rebuilt the same way.
+
+Imports neither torch nor the mixer: the method registry loads it, and the onnx backend runs
+without torch.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from asr_app.compression.cald.feature_map import FEATURE_MAPS
-from asr_app.compression.cald.mixer import check_chunking
-
 METHOD = "cald"
 METHOD_VERSION = 1  # bump when the saved layout changes
+FEATURE_MAPS = ("hedgehog", "elu", "relu")
+
+
+def check_chunking(chunk_frames: int | None, window_frames: int) -> None:
+    """Raise ValueError (naming the value) unless chunk_frames is None or >= 1 and
+    window_frames >= 0."""
+    if chunk_frames is not None and chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be None (the whole window) or >= 1, got {chunk_frames}")
+    if window_frames < 0:
+        raise ValueError(f"window_frames must be >= 0, got {window_frames}")
 
 
 @dataclass
@@ -55,4 +66,4 @@ def method_block(plan: HybridPlan) -> dict:
     return {"method": METHOD, "version": METHOD_VERSION, **plan.to_dict()}
 
 
-__all__ = ["METHOD", "METHOD_VERSION", "HybridPlan", "method_block"]
+__all__ = ["FEATURE_MAPS", "METHOD", "METHOD_VERSION", "HybridPlan", "check_chunking", "method_block"]

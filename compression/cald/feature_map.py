@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from asr_app.compression.cald.config import FEATURE_MAPS
 from asr_app.kernels.hedgehog_feature_map import hedgehog_feature_map
-
-FEATURE_MAPS = ("hedgehog", "elu", "relu")
 
 
 class HedgehogFeatureMap(nn.Module):

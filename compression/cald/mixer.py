@@ -17,17 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from asr_app.compression.cald.config import check_chunking
 from asr_app.kernels.hybrid_attention import hybrid_attention as kernel_hybrid_attention
 from asr_app.kernels.hybrid_attention import reference
-
-
-def check_chunking(chunk_frames: int | None, window_frames: int) -> None:
-    """Raise ValueError (naming the value) unless chunk_frames is None or >= 1 and
-    window_frames >= 0."""
-    if chunk_frames is not None and chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be None (the whole window) or >= 1, got {chunk_frames}")
-    if window_frames < 0:
-        raise ValueError(f"window_frames must be >= 0, got {window_frames}")
 
 
 def chunk_masks(frames: int, chunk_frames: int | None, window_frames: int, device=None) -> tuple[Tensor, Tensor]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asr_app.compression.cald.feature_map import FEATURE_MAPS
-from asr_app.compression.cald.mixer import check_chunking
+from asr_app.compression.cald.config import FEATURE_MAPS, check_chunking
 
 
 @dataclass(frozen=True)
