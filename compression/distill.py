@@ -306,6 +306,22 @@ def _head_logits(attn, x: Tensor, query_stride: int) -> Tensor:
     )
 
 
+def teacher_log_weights(attn: Any, x: Tensor, reach: Tensor, query_stride: int = 1) -> Tensor:
+    """A teacher's softmax attention restricted to the keys a student reaches, as log weights.
+
+    Args:
+        attn: a dense `WhisperAttention` (the teacher layer's self-attention).
+        x: (batch, frames, d_model), the attention's input (after its LayerNorm).
+        reach: (frames, frames) bool, [query, key] keys the student reaches.
+        query_stride: every query_stride-th query only (as `attention_map_kl`).
+    Returns:
+        (batch, heads, ceil(frames / query_stride), frames) float32 log weights renormalised
+        over `reach`, -inf elsewhere.
+    """
+    scores = _head_logits(attn, x, query_stride).float()
+    return F.log_softmax(scores.masked_fill(~reach[::query_stride], float("-inf")), dim=-1)
+
+
 def reach_kl(teacher_log: Tensor, student: Tensor, reach: Tensor) -> Tensor:
     """KL(teacher || student) per query over the keys in `reach`, in float32 (nats).
 
@@ -352,8 +368,9 @@ def attention_map_kl(
         h = student_layer.self_attn_layer_norm(x)
         reach = s_attn.reach(x.shape[1])
         with torch.no_grad():
-            scores = _head_logits(teacher_layer.self_attn, teacher_layer.self_attn_layer_norm(x), query_stride)
-            target = F.log_softmax(scores.float().masked_fill(~reach[::query_stride], float("-inf")), -1)
+            target = teacher_log_weights(
+                teacher_layer.self_attn, teacher_layer.self_attn_layer_norm(x), reach, query_stride
+            )
         s_weights = s_attn.attention_weights(h)[..., ::query_stride, :]
         kl = reach_kl(target, s_weights, reach[::query_stride]).mean(1)  # (batch, queries)
     else:

@@ -8,31 +8,15 @@ as arguments, as `compression.distill` does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from asr_app.compression.cald.apply import hybrid_attentions
 from asr_app.compression.cald.mixer import chunk_masks
-from asr_app.compression.distill import TrainConfig, _cycle, _head_logits, _Loop, reach_kl
+from asr_app.compression.distill import TrainConfig, _cycle, _Loop, reach_kl, teacher_log_weights
 from asr_app.compression.surgery import encoder_of
-
-
-def teacher_log_weights(attn: Any, x: Tensor, reach: Tensor, query_stride: int = 1) -> Tensor:
-    """The teacher's softmax attention restricted to reachable keys, as log weights.
-
-    Args:
-        attn: a dense `WhisperAttention` (the teacher layer's self-attention).
-        x: (batch, frames, d_model), the attention's input (after its LayerNorm).
-        reach: (frames, frames) bool, [query, key] keys the student reaches.
-        query_stride: every query_stride-th query only (as `distill.attention_map_kl`).
-    Returns:
-        (batch, heads, ceil(frames / query_stride), frames) float32 log weights renormalised
-        over `reach`, -inf elsewhere.
-    """
-    scores = _head_logits(attn, x, query_stride).float()
-    return torch.log_softmax(scores.masked_fill(~reach[::query_stride], float("-inf")), dim=-1)
 
 
 def transfer_kl(teacher_log: Tensor, student: Tensor, reach: Tensor) -> Tensor:
