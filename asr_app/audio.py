@@ -211,6 +211,29 @@ def peak_frame_dbfs(audio: np.ndarray, frame_samples: int = 512) -> float:
     return float(np.max(rms_dbfs(frames, axis=-1)))
 
 
+def log_mel_content(feature_extractor, audio: np.ndarray) -> np.ndarray:
+    """Whisper's normalised log-mel of the audio's own length, unpadded: one frame per 10 ms
+    hop (len(audio) // 160 frames), normalised over this audio (its loudest frame).
+
+    Args:
+        feature_extractor: as `log_mel_window`.
+        audio: (samples,) float32, 16 kHz, any length.
+    Returns:
+        (n_mels, len(audio) // 160) float32.
+    """
+    content_frames = len(audio) // HOP_LENGTH
+    padded = np.concatenate([np.asarray(audio, np.float32), np.zeros(HOP_LENGTH, np.float32)])
+    if hasattr(feature_extractor, "log_mel"):  # the numpy one of the ONNX backend
+        return feature_extractor.log_mel(padded)[:, :content_frames].astype(np.float32)
+    return (
+        feature_extractor(
+            padded, sampling_rate=SAMPLE_RATE_HZ, padding="longest", truncation=False, return_tensors="np"
+        )
+        .input_features[0][:, :content_frames]
+        .astype(np.float32)
+    )
+
+
 def log_mel_window(feature_extractor, audio: np.ndarray) -> np.ndarray:
     """Log-mel of up to 30 s of audio, padded to a full window the way Whisper pads it.
 
@@ -229,14 +252,7 @@ def log_mel_window(feature_extractor, audio: np.ndarray) -> np.ndarray:
     """
     if len(audio) > N_SAMPLES:
         raise ValueError(f"log_mel_window takes at most {N_SAMPLES} samples, got {len(audio)}")
-    content_frames = len(audio) // HOP_LENGTH
-    padded = np.concatenate([audio, np.zeros(HOP_LENGTH, np.float32)])
-    if hasattr(feature_extractor, "log_mel"):  # the numpy one of the ONNX backend
-        mel = feature_extractor.log_mel(padded)[:, :content_frames]
-    else:
-        mel = feature_extractor(
-            padded, sampling_rate=SAMPLE_RATE_HZ, padding="longest", return_tensors="np"
-        ).input_features[0][:, :content_frames]
+    mel = log_mel_content(feature_extractor, audio)
     out = np.zeros((mel.shape[0], N_FRAMES), np.float32)
     out[:, : mel.shape[1]] = mel
     return out

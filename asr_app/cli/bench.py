@@ -19,7 +19,8 @@ from asr_app.cli.common import (
 EXAMPLES = """examples:
   asr-app bench ../shared/data/samples/jfk.wav --faster-whisper int8
   asr-app bench ../shared/data/librispeech/train-clean-5 --threads 2 --faster-whisper none
-  asr-app bench ../shared/data/ljspeech --filter 'LJ002-*' --live --minutes 5"""
+  asr-app bench ../shared/data/ljspeech --filter 'LJ002-*' --live --minutes 5
+  asr-app bench ../shared/data/ljspeech --filter 'LJ002-00*' --encoder --threads 2"""
 
 FASTER_WHISPER_TYPES = ("float32", "int8", "int8_float32", "int16", "float16", "int8_float16", "bfloat16", "none")
 
@@ -60,6 +61,13 @@ def add_parser(sub) -> None:
         help="streaming figures instead: latency, word lag, RTF, flicker, streaming vs offline WER",
     )
     p.add_argument("--minutes", type=float, default=5.0, help="with --live on a dataset: minutes of clips to join")
+    p.add_argument(
+        "--encoder",
+        action="store_true",
+        help="encoder time against input length (3-120 s), Whisper's softmax beside CALD's linear-time "
+        "encoder, offline and live (torch backend)",
+    )
+    p.add_argument("--repeats", type=int, default=5, help="with --encoder: timed runs per point (median)")
     p.set_defaults(func=run)
 
 
@@ -108,10 +116,47 @@ def run_live(args) -> int:
     return 0
 
 
+def run_encoder(args) -> int:
+    """Encoder time against input length, softmax and CALD (see asr_app.encoder_bench)."""
+    from asr_app.audio import load_audio
+    from asr_app.errors import AsrAppError
+    from asr_app.outputs import atomic_write_text
+
+    args.backend = "torch"  # the streaming encoder is torch's (the ONNX graph runs whole windows)
+    if args.repeats < 1:
+        raise AsrAppError(f"--repeats must be at least 1, got {args.repeats}")
+    target = Path(args.target)
+    utts = dataset_or_file(target, args.filter, args.limit)
+    paths = [u.audio for u in utts] if utts is not None else [target]
+    bundle = load_bundle(args)
+    import torch
+
+    from asr_app.encoder_bench import LENGTHS_S, encoder_bench, format_report, speech_mel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clips, seconds = [], 0.0
+    for path in paths:  # enough speech for the longest input (repeated if short)
+        clips.append(load_audio(path))
+        seconds += len(clips[-1]) / 16000
+        if seconds >= max(LENGTHS_S):
+            break
+    mel = speech_mel(bundle.feature_extractor, clips, max(LENGTHS_S))
+    result = {"model": bundle.name, "target": str(target), **encoder_bench(bundle.model, mel, repeats=args.repeats)}
+    print(f"encoder bench: model {bundle.name}, {seconds:.0f} s of speech from {target}")
+    print(format_report(result))
+    if args.report:
+        atomic_write_text(Path(args.report), json.dumps(result, indent=2))
+        print(f"report written to {args.report}")
+    return 0
+
+
 def run(args) -> int:
     """`asr-app bench`: RTF, latency and memory against the reference in the same run; returns the exit code."""
     if args.live:
         return run_live(args)
+    if args.encoder:
+        return run_encoder(args)
     from asr_app.bench import BenchConfig, results_to_dict, run_bench
     from asr_app.outputs import atomic_write_text
 

@@ -8,6 +8,7 @@ a carried `MixerState` (live mode) and gives the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from asr_app.compression.cald.mixer import (
     check_chunking,
     chunk_masks,
     hybrid_attention,
+    hybrid_attention_chunked,
     hybrid_attention_step,
     hybrid_attention_weights,
 )
@@ -109,7 +111,9 @@ class HybridSelfAttention(nn.Module):
         self, hidden_states: Tensor, attention_mask: Tensor | None = None, **kwargs: Any
     ) -> tuple[Tensor, None]:
         """hidden_states: (batch, frames, d_model) -> ((batch, frames, d_model), None), the
-        whole input in chunks of `self.chunk_frames` (as Whisper's encoder layer calls it).
+        whole input in chunks of `self.chunk_frames` (as Whisper's encoder layer calls it),
+        chunk by chunk with the carried state (`hybrid_attention_chunked`: time and memory
+        linear in frames).
 
         Raises:
             ValueError: an attention_mask (Whisper's encoder passes none).
@@ -121,9 +125,11 @@ class HybridSelfAttention(nn.Module):
             g = torch.Generator().manual_seed(self._calls)
             self._calls += 1
             self._drawn = self.train_chunks[int(torch.randint(len(self.train_chunks), (1,), generator=g))]
-        y = hybrid_attention(
-            q, k, v, pq, pk, self.log_gamma.exp(), chunk_frames=self.current_chunk, window_frames=self.window_frames
-        )
+        chunk = self.current_chunk
+        mix: Callable[..., Tensor] = hybrid_attention
+        if chunk is not None and chunk < hidden_states.shape[1]:
+            mix = hybrid_attention_chunked  # linear time and memory; the same numbers
+        y = mix(q, k, v, pq, pk, self.log_gamma.exp(), chunk_frames=chunk, window_frames=self.window_frames)
         return self._out(y), None
 
     @property

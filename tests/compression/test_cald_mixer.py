@@ -8,7 +8,13 @@ from transformers.models.whisper.modeling_whisper import WhisperAttention
 
 from asr_app.compression.cald.feature_map import FEATURE_MAPS, make_feature_map
 from asr_app.compression.cald.layer import HybridSelfAttention
-from asr_app.compression.cald.mixer import MixerState, chunk_masks, hybrid_attention, hybrid_attention_step
+from asr_app.compression.cald.mixer import (
+    MixerState,
+    chunk_masks,
+    hybrid_attention,
+    hybrid_attention_chunked,
+    hybrid_attention_step,
+)
 
 
 def _qkv(frames, heads=3, head_dim=5, seed=0, dtype=torch.float64):
@@ -71,6 +77,26 @@ def test_forward_equals_repeated_step(name, frames, chunk, window):
     # once the window is full the state stops growing
     full = [n for n, end in zip(sizes, bounds[1:]) if end >= window]
     assert len(set(full)) <= 1
+
+
+@pytest.mark.parametrize(("frames", "chunk", "window"), [(1, 1, 0), (7, 3, 2), (20, 4, 9), (23, 6, 40), (9, 20, 3)])
+def test_chunked_form_equals_the_mask_form_forward_and_backward(frames, chunk, window):
+    q, k, v = (t.requires_grad_() for t in _qkv(frames, seed=2))
+    fmap = make_feature_map("hedgehog", 3, 5).double()
+    gamma = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for mix in (hybrid_attention, hybrid_attention_chunked):
+        y = mix(q, k, v, fmap(q), fmap(k), gamma, chunk_frames=chunk, window_frames=window)
+        (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+        outs.append(y.detach())
+        grads.append([torch.zeros_like(t) if t.grad is None else t.grad.clone() for t in (q, k, v, gamma, fmap.weight)])
+        for t in (q, k, v, gamma, fmap.weight):
+            t.grad = None
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-10, atol=1e-10)
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="None is one chunk"):
+        hybrid_attention_chunked(q, k, v, fmap(q), fmap(k), gamma, chunk_frames=None, window_frames=window)
 
 
 def _naive(q, k, v, pq, pk, gamma, bounds, window):
