@@ -15,6 +15,10 @@ import numpy as np
 from asr_app.decoding_options import DecodingOptions, DecodingResult
 from asr_app.whisper_rules import TokenFilter, compression_ratio, log_softmax
 
+# Log-mel frames of zero padding a CALD model encodes after the audio (see WhisperRunner);
+# None: the whole window.
+CALD_CONTENT_PAD_FRAMES: int | None = None
+
 __all__ = ["DecodingOptions", "DecodingResult", "WhisperRunner", "WindowDecoder", "make_runner"]
 
 
@@ -33,13 +37,33 @@ class WhisperRunner:
         self.bundle = bundle
         self.model = bundle.model
         self.device = bundle.device
+        from asr_app.compression.cald.apply import hybrid_attentions
 
-    def encode(self, mel: np.ndarray):
-        """mel: (n_mels, 3000) float32 -> audio features (1, audio_ctx=1500, d_model) tensor."""
+        # A CALD encoder (linear-time, block-causal chunks) can encode only what was heard:
+        # the content frames plus at least `content_pad_frames` of the window's zero padding,
+        # up to a whole chunk, which gives exactly the first frames of the padded window's
+        # encoding. None (other models) encodes the whole padded window.
+        chunks = {a.chunk_frames for a in hybrid_attentions(self.model)}
+        chunk = chunks.pop() if len(chunks) == 1 else None
+        self._chunk_mel_frames = 2 * chunk if chunk else None
+        self.content_pad_frames = CALD_CONTENT_PAD_FRAMES if chunk else None
+
+    def encode(self, mel: np.ndarray, content_frames: int | None = None):
+        """mel: (n_mels, 3000) float32 -> audio features (1, audio_ctx, d_model) tensor:
+        audio_ctx 1500 (the whole window), or for a CALD model told `content_frames` (mel
+        frames of audio in the window) the chunks that cover content_frames +
+        content_pad_frames: the first audio_ctx frames of the whole window's encoding."""
         import torch
 
         with torch.no_grad():
             x = torch.from_numpy(mel).unsqueeze(0).to(self.device)
+            if content_frames is not None and self.content_pad_frames is not None and self._chunk_mel_frames:
+                from asr_app.compression.cald.encoder import encode_frames
+
+                step = self._chunk_mel_frames
+                frames = -(-max(1, content_frames + self.content_pad_frames) // step) * step
+                if frames < mel.shape[1]:
+                    return encode_frames(self.model, x[..., :frames])
             return self.model.model.encoder(input_features=x).last_hidden_state
 
     def step(self, tokens: np.ndarray, audio_features, cache):
@@ -163,8 +187,11 @@ class WindowDecoder:
         return next(k for k, v in langs.items() if v == best)
 
     # -- decoding ---------------------------------------------------------------------------
-    def decode(self, mel: np.ndarray, previous_tokens: list[int] | None = None) -> DecodingResult:
-        """Decode a (n_mels, 3000) window with temperature fallback.
+    def decode(
+        self, mel: np.ndarray, previous_tokens: list[int] | None = None, content_frames: int | None = None
+    ) -> DecodingResult:
+        """Decode a (n_mels, 3000) window with temperature fallback; `content_frames` (the
+        log-mel frames of audio before the padding) lets a CALD model encode only those.
 
         Returns the first result that passes the compression-ratio and log-probability
         tests; when every temperature fails, the likeliest (highest average
@@ -174,7 +201,11 @@ class WindowDecoder:
         probability above the threshold and a failed log-probability) is returned as is
         for the caller to drop.
         """
-        audio_features = self.runner.encode(mel)
+        return self.decode_features(self.runner.encode(mel, content_frames), previous_tokens)
+
+    def decode_features(self, audio_features, previous_tokens: list[int] | None = None) -> DecodingResult:
+        """`decode` from audio features already encoded (the runner's `encode` output, or a
+        CALD model's live encoding, `asr_app.streaming.incremental`)."""
         language = self.options.language or self.detect_language(audio_features)
         prompt = self.prompt(language, previous_tokens)
         o = self.options

@@ -202,7 +202,7 @@ class Transcriber:
                 continue
             mel = log_mel_window(fe, window)
             prompt = previous if self.options.condition_on_previous_text else None
-            result = self.decoder.decode(mel, prompt)
+            result = self.decoder.decode(mel, prompt, window_frames)
             language = language or result.language
             offset_s = seek / FRAMES_PER_SECOND
             silent = (

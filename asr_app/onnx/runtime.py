@@ -247,8 +247,9 @@ class OnnxRunner:
         c = bundle.config
         self._empty = (c["decoder_layers"], c["decoder_attention_heads"], c["head_dim"])
 
-    def encode(self, mel: np.ndarray):
-        """mel: (n_mels, 3000) float32 -> (cross_k, cross_v) for `step`."""
+    def encode(self, mel: np.ndarray, content_frames: int | None = None):
+        """mel: (n_mels, 3000) float32 -> (cross_k, cross_v) for `step`; the exported
+        encoder takes the whole window (content_frames is not used)."""
         _, cross_k, cross_v = self.bundle.encoder.run(None, {"input_features": mel[None].astype(np.float32)})
         return cross_k, cross_v
 

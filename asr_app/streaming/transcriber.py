@@ -7,9 +7,10 @@ import dataclasses
 
 import numpy as np
 
-from asr_app.audio import N_SAMPLES, SAMPLE_RATE_HZ, SECONDS_PER_TOKEN, log_mel_window
+from asr_app.audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE_HZ, SECONDS_PER_TOKEN, log_mel_window
 from asr_app.decoding import WindowDecoder
 from asr_app.streaming.hypothesis import _Hypothesis, _key, _Segment, _to_hop, skip_committed
+from asr_app.streaming.incremental import IncrementalEncoder
 from asr_app.streaming.options import (
     CONTEXT_GAP_S,
     LEAD_IN_SAMPLES,
@@ -39,6 +40,8 @@ class StreamingTranscriber:
         self.decoder = WindowDecoder(
             bundle, dataclasses.replace(options.decoding, temperatures=options.decoding.temperatures[:1])
         )
+        # a CALD model (torch) keeps the buffer's encoding up to date as audio arrives
+        self._incremental = IncrementalEncoder.for_runner(bundle, self.decoder.runner)
         self.vad = SileroVad()  # its own stream state
         self._exit_threshold = max(options.vad_threshold - 0.15, 0.01)
         self._silence_samples = int(options.phrase_end_silence_ms / 1000 * SAMPLE_RATE_HZ)
@@ -68,6 +71,8 @@ class StreamingTranscriber:
         chunk = np.asarray(chunk, np.float32).reshape(-1)
         self._buffer = np.concatenate([self._buffer, chunk])
         self._total += len(chunk)
+        if self._incremental is not None:
+            self._incremental.push(chunk)
         for prob in self.vad.probabilities(chunk).tolist():
             frame_end = (self._probs_start + len(self._probs) + 1) * FRAME_SAMPLES
             self._probs.append(prob)
@@ -178,6 +183,8 @@ class StreamingTranscriber:
         n = min(max(0, n), len(self._buffer))
         self._buffer = self._buffer[n:]
         self._buffer_start += n
+        if self._incremental is not None and n:
+            self._incremental.reset(self._buffer)
         drop = min(len(self._probs), self._buffer_start // FRAME_SAMPLES - self._probs_start)
         if drop > 0:
             del self._probs[:drop]
@@ -211,8 +218,12 @@ class StreamingTranscriber:
         )
         if span < MIN_DECODE_SAMPLES:  # nothing to hear: Whisper would only invent text
             return _Hypothesis([], [], [], span)
-        mel = log_mel_window(self.bundle.feature_extractor, self._buffer[:span])
-        result = (self.final_decoder if final else self.decoder).decode(mel, prompt)
+        decoder = self.final_decoder if final else self.decoder
+        if self._incremental is not None and span == len(self._buffer):
+            result = decoder.decode_features(self._incremental.features(), prompt)
+        else:
+            mel = log_mel_window(self.bundle.feature_extractor, self._buffer[:span])
+            result = decoder.decode(mel, prompt, span // HOP_LENGTH)
         self._decoded_upto = self._total
         d = self.options.decoding
         if (

@@ -161,22 +161,31 @@ class StreamingEncoder:
                 trim = 2 * self.done - 2 - self._mel_offset  # keep mel from frame 2*done - 2
                 self._mel, self._mel_offset = self._mel[:, trim:], self._mel_offset + trim
 
-    def _run(self, start: int, stop: int, states: list[MixerState], keep: bool) -> Tensor:
-        h = _front(self.encoder, self._mel, self._mel_offset, self.mel_frames, start, stop)[None]
+    def _run(self, start: int, stop: int, states: list[MixerState], keep: bool, mel: Tensor | None = None) -> Tensor:
+        mel = self._mel if mel is None else mel
+        h = _front(self.encoder, mel, self._mel_offset, self._mel_offset + mel.shape[1], start, stop)[None]
         for i, layer in enumerate(self.encoder.layers):
             h, new = _layer_step(layer, h, states[i])
             if keep:
                 states[i] = new
         return h[0]
 
-    def output(self) -> Tensor:
-        """The encoding of the input so far, (encoded_frames(mel_frames) - dropped,
-        d_model): equal to `encode_frames` of the whole input (less dropped frames)."""
-        total = encoded_frames(self.mel_frames)
+    def output(self, pad_frames: int = 0) -> Tensor:
+        """The encoding of the input so far, (encoded_frames(mel_frames + pad_frames) -
+        dropped, d_model): equal to `encode_frames` of the whole input followed by
+        `pad_frames` zero log-mel frames (Whisper's padding), less dropped frames. The
+        padding is not kept: the next `feed` goes on from the input."""
+        total = encoded_frames(self.mel_frames + pad_frames)
         parts = list(self._done_out)
         if total > self.done:
+            mel = self._mel
+            if pad_frames:
+                mel = torch.cat([mel, mel.new_zeros(mel.shape[0], pad_frames)], dim=1)
+            states = list(self.states)  # the unfinished chunks' states are not kept
             with torch.no_grad():
-                parts.append(self._run(self.done, total, list(self.states), keep=False))
+                for start in range(self.done, total, self.chunk_frames):
+                    stop = min(start + self.chunk_frames, total)
+                    parts.append(self._run(start, stop, states, keep=True, mel=mel))
         if not parts:
             return torch.zeros(0, self.encoder.layer_norm.normalized_shape[0])
         with torch.no_grad():

@@ -78,3 +78,41 @@ def test_streaming_needs_a_chunked_cald_encoder():
         StreamingEncoder(model)
     with pytest.raises(ValueError, match="at least one"):
         encode_frames(model, torch.zeros(model.config.num_mel_bins, 0))
+
+
+def test_a_cald_runner_encodes_the_first_chunks_of_the_padded_window_exactly():
+    from types import SimpleNamespace
+
+    from asr_app.decoding import WhisperRunner
+
+    model = _whisper()
+    window = 2 * model.config.max_source_positions  # the model's "30 s"
+    mel = torch.zeros(model.config.num_mel_bins, window)
+    mel[:, :37] = torch.randn(model.config.num_mel_bins, 37)  # content, then the zero padding
+    plain = WhisperRunner(SimpleNamespace(model=model, device="cpu"))
+    assert plain.content_pad_frames is None  # a softmax encoder always takes the whole window
+    whole = plain.encode(mel.numpy(), content_frames=37)
+    assert whole.shape[1] == model.config.max_source_positions
+    convert_encoder(model, chunk_frames=8, window_frames=4)
+    runner = WhisperRunner(SimpleNamespace(model=model, device="cpu"))
+    whole = runner.encode(mel.numpy())
+    for pad, frames in ((0, 24), (10, 24), (12, 32), (100, 48)):
+        runner.content_pad_frames = pad
+        part = runner.encode(mel.numpy(), content_frames=37)
+        assert part.shape[1] == frames  # whole chunks of 8 encoder frames (16 mel frames)
+        torch.testing.assert_close(part, whole[:, :frames], atol=1e-5, rtol=1e-5)
+
+
+def test_streaming_output_with_padding_equals_the_padded_input():
+    model = _whisper()
+    convert_encoder(model, chunk_frames=8, window_frames=4)
+    mel = torch.randn(model.config.num_mel_bins, 41)
+    stream = StreamingEncoder(model)
+    stream.feed(mel)
+    for pad in (0, 7, 23):
+        padded = torch.cat([mel, torch.zeros(mel.shape[0], pad)], dim=1)
+        torch.testing.assert_close(stream.output(pad), encode_frames(model, padded), atol=1e-5, rtol=1e-5)
+    stream.feed(mel[:, :5])  # the padding was not kept
+    torch.testing.assert_close(
+        stream.output(), encode_frames(model, torch.cat([mel, mel[:, :5]], 1)), atol=1e-5, rtol=1e-5
+    )
