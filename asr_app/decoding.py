@@ -15,10 +15,6 @@ import numpy as np
 from asr_app.decoding_options import DecodingOptions, DecodingResult
 from asr_app.whisper_rules import TokenFilter, compression_ratio, log_softmax
 
-# Log-mel frames of zero padding a CALD model encodes after the audio (see WhisperRunner);
-# None: the whole window.
-CALD_CONTENT_PAD_FRAMES: int | None = None
-
 __all__ = ["DecodingOptions", "DecodingResult", "WhisperRunner", "WindowDecoder", "make_runner"]
 
 
@@ -42,11 +38,16 @@ class WhisperRunner:
         # A CALD encoder (linear-time, block-causal chunks) can encode only what was heard:
         # the content frames plus at least `content_pad_frames` of the window's zero padding,
         # up to a whole chunk, which gives exactly the first frames of the padded window's
-        # encoding. None (other models) encodes the whole padded window.
+        # encoding. None (the default; always for other models) encodes the whole window.
         chunks = {a.chunk_frames for a in hybrid_attentions(self.model)}
         chunk = chunks.pop() if len(chunks) == 1 else None
         self._chunk_mel_frames = 2 * chunk if chunk else None
-        self.content_pad_frames = CALD_CONTENT_PAD_FRAMES if chunk else None
+        self.content_pad_frames: int | None = None
+
+    @property
+    def encodes_content(self) -> bool:
+        """Whether this runner can encode only a window's audio (a chunked CALD encoder)."""
+        return self._chunk_mel_frames is not None
 
     def encode(self, mel: np.ndarray, content_frames: int | None = None):
         """mel: (n_mels, 3000) float32 -> audio features (1, audio_ctx, d_model) tensor:
@@ -137,6 +138,8 @@ class WindowDecoder:
         self.special = bundle.special
         self.options = options
         self.runner = make_runner(bundle)
+        if options.encoder_padding_s is not None and getattr(self.runner, "encodes_content", False):
+            self.runner.content_pad_frames = round(options.encoder_padding_s * 100)  # log-mel frames
         tok = bundle.tokenizer
         suppress = list(bundle.model.generation_config.suppress_tokens or [])
         sp = self.special

@@ -26,6 +26,10 @@ class DecodingOptions:
         no_speech_threshold: with a failed log-probability, a `<|nospeech|>` probability
             above this marks the window silent.
         seed: for sampling at temperature > 0.
+        encoder_padding_s: a CALD model on the torch backend encodes only a window's audio
+            and at least this many seconds of its padding (rounded up to whole chunks),
+            live mode only new audio; None (the default) encodes the whole 30-s window.
+            Faster, less accurate until the decoder is trained on it (docs/results/cald.md).
     Raises:
         ValueError: from __post_init__ on out-of-range values, naming the field.
     """
@@ -43,8 +47,11 @@ class DecodingOptions:
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
     seed: int = 0
+    encoder_padding_s: float | None = None
 
     def __post_init__(self):
+        if self.encoder_padding_s is not None and not 0 <= self.encoder_padding_s <= 30:
+            raise ValueError(f"encoder_padding_s must be None or in 0..30 seconds, got {self.encoder_padding_s}")
         if self.task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
         if self.beam_size < 1:

@@ -50,3 +50,20 @@ def test_only_a_torch_cald_runner_gets_an_incremental_encoder():
     convert_encoder(model, chunk_frames=8, window_frames=4)
     assert IncrementalEncoder.for_runner(SimpleNamespace(backend="onnx"), SimpleNamespace(content_pad_frames=0)) is None
     assert isinstance(IncrementalEncoder.for_runner(bundle, SimpleNamespace(content_pad_frames=0)), IncrementalEncoder)
+
+
+def test_encoder_padding_is_an_option_of_decoding_live_and_bench():
+    import pytest
+
+    from asr_app.cli import build_parser
+    from asr_app.cli.common import transcribe_options
+    from asr_app.cli.transcribe import live_options
+    from asr_app.decoding import DecodingOptions
+
+    with pytest.raises(ValueError, match="encoder_padding_s"):
+        DecodingOptions(encoder_padding_s=-1)
+    args = build_parser().parse_args(["transcribe", "x.wav", "--encoder-padding", "6"])
+    assert transcribe_options(args, vad=True).decoding.encoder_padding_s == 6.0
+    assert live_options(args).decoding.encoder_padding_s == 6.0
+    args = build_parser().parse_args(["bench", "x.wav", "--live"])
+    assert live_options(args).decoding.encoder_padding_s is None

@@ -62,6 +62,13 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--minutes", type=float, default=5.0, help="with --live on a dataset: minutes of clips to join")
     p.add_argument(
+        "--encoder-padding",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --live on a CALD model: encode only the audio and this much padding (as transcribe)",
+    )
+    p.add_argument(
         "--encoder",
         action="store_true",
         help="encoder time against input length (3-120 s), Whisper's softmax beside CALD's linear-time "
@@ -74,6 +81,7 @@ def add_parser(sub) -> None:
 def run_live(args) -> int:
     """Replay through the streaming transcriber on a simulated clock (see streaming_bench)."""
     from asr_app.audio import load_audio
+    from asr_app.cli.transcribe import live_options
     from asr_app.outputs import atomic_write_text
     from asr_app.streaming_bench import live_bench, select_clips
 
@@ -83,11 +91,14 @@ def run_live(args) -> int:
     if utts is not None:
         chosen = select_clips(utts, args.minutes)
         result = live_bench(
-            bundle, clips=[load_audio(u.audio) for u in chosen], reference=" ".join(u.text for u in chosen)
+            bundle,
+            clips=[load_audio(u.audio) for u in chosen],
+            reference=" ".join(u.text for u in chosen),
+            options=live_options(args),
         )
         result["clips"] = len(chosen)
     else:
-        result = live_bench(bundle, audio=load_audio(target))
+        result = live_bench(bundle, audio=load_audio(target), options=live_options(args))
     result = {"model": bundle.name, "backend": bundle.backend, "target": str(target), **result}
     print(
         f"live bench: model {bundle.name} on {result['backend']}, {result['audio_s'] / 60:.2f} min of audio, "

@@ -129,6 +129,14 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     p.add_argument(
+        "--encoder-padding",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a CALD model (adapt --methods cald, torch backend) encodes only the audio and this much of "
+        "Whisper's padding, live mode only new audio: faster, less accurate (default: the whole 30-s window)",
+    )
+    p.add_argument(
         "--condition-on-previous-text",
         action="store_true",
         help="prompt each 30 s window with the previous window's text",
@@ -146,6 +154,7 @@ def transcribe_options(args, vad: bool):
         beam_size=args.beam_size,
         best_of=args.best_of,
         without_timestamps=args.without_timestamps,
+        encoder_padding_s=args.encoder_padding,
         **({"temperatures": tuple(args.temperature)} if args.temperature else {}),
     )
     return TranscribeOptions(

@@ -163,6 +163,17 @@ def run(args) -> int:
     return 0
 
 
+def live_options(args):
+    """The live path's `StreamingOptions`: its defaults, with `--encoder-padding`."""
+    import dataclasses
+
+    from asr_app.streaming import StreamingOptions
+
+    default = StreamingOptions()
+    padding = getattr(args, "encoder_padding", None)
+    return dataclasses.replace(default, decoding=dataclasses.replace(default.decoding, encoder_padding_s=padding))
+
+
 def run_live(args) -> int:
     """`transcribe --live`: microphone (or --input FILE) through the streaming transcriber."""
     from asr_app.live import LiveSession
@@ -188,7 +199,12 @@ def run_live(args) -> int:
 
         sessions_dir = open_profile(args).path / LIVE_SESSIONS
     session = LiveSession(
-        load_bundle(args), reference=reference, prompts=prompts, sessions_dir=sessions_dir, input_path=args.input
+        load_bundle(args),
+        reference=reference,
+        prompts=prompts,
+        sessions_dir=sessions_dir,
+        input_path=args.input,
+        options=live_options(args),
     )
     save_dir = Path(args.save_dir) if args.save_dir else None
     if args.no_tui:

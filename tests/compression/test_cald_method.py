@@ -175,6 +175,12 @@ def test_adapt_with_cald_resumes_saves_reloads_and_exports(synthetic_whisper, tm
     assert all(torch.equal(state[k], v) for k, v in final.items() if k in state)
     transcript = Transcriber(TranscribeOptions(vad=False), bundle=bundle).transcribe_audio(load_audio(JFK))
     assert transcript.language == "en"
+    # with --encoder-padding a CALD model encodes a window's audio and that much padding
+    heard = Transcriber(
+        TranscribeOptions(vad=False, decoding=asr_app.decoding.DecodingOptions(encoder_padding_s=6.0)), bundle=bundle
+    )
+    assert heard.decoder.runner.content_pad_frames == 600
+    assert heard.transcribe_audio(load_audio(JFK)).language == "en"
     # the ONNX export (own ops HybridAttention, HedgehogFeatureMap) computes what torch computes
     onnx_bundle = load_model(str(folder), backend="onnx", quantize="none")
     mel = torch.randn(1, 80, 3000)
@@ -184,3 +190,21 @@ def test_adapt_with_cald_resumes_saves_reloads_and_exports(synthetic_whisper, tm
     np.testing.assert_allclose(got, want.numpy(), atol=2e-4)
     onnx_text = Transcriber(TranscribeOptions(vad=False), bundle=onnx_bundle).transcribe_audio(load_audio(JFK)).text
     assert onnx_text == transcript.text
+
+    # live: the buffer's encoding is kept up to date as audio arrives, and decodes read it
+    from asr_app.streaming import StreamingOptions, StreamingTranscriber
+
+    assert StreamingTranscriber(bundle)._incremental is None  # the whole window by default
+    options = StreamingOptions(decoding=asr_app.decoding.DecodingOptions(encoder_padding_s=6.0))
+    stream = StreamingTranscriber(bundle, options)
+    assert stream._incremental is not None
+    seen = []
+    real = stream.decoder.decode_features
+    monkeypatch.setattr(stream.decoder, "decode_features", lambda f, p=None: seen.append(f.shape) or real(f, p))
+    audio = load_audio(JFK)
+    for start in range(0, len(audio), 8000):
+        stream.insert_audio(audio[start : start + 8000])
+        stream.process()
+        assert abs(stream._incremental.encoder.mel_frames - len(stream._buffer) // 160) <= 2
+    stream.finish()
+    assert seen and all(s[1] % 100 == 0 and s[1] <= 1500 for s in seen)  # whole chunks, at most 30 s
