@@ -56,12 +56,19 @@ def test_streaming_equals_encode_frames_at_every_update(pieces):
         assert len(set(sizes[-3:])) == 1
 
 
-def test_dropping_finished_chunks_keeps_the_rest():
+def _fed_stream(frames: int):
+    """A CALD copy of the small Whisper (chunks of 8, window 4), random log-mel of `frames`
+    frames and a StreamingEncoder fed with it."""
     model = _whisper()
     convert_encoder(model, chunk_frames=8, window_frames=4)
-    mel = torch.randn(model.config.num_mel_bins, 90)
+    mel = torch.randn(model.config.num_mel_bins, frames)
     stream = StreamingEncoder(model)
     stream.feed(mel)
+    return model, mel, stream
+
+
+def test_dropping_finished_chunks_keeps_the_rest():
+    model, mel, stream = _fed_stream(90)
     full = stream.output()
     stream.drop(16)
     assert torch.allclose(stream.output(), full[16:])
@@ -104,11 +111,7 @@ def test_a_cald_runner_encodes_the_first_chunks_of_the_padded_window_exactly():
 
 
 def test_streaming_output_with_padding_equals_the_padded_input():
-    model = _whisper()
-    convert_encoder(model, chunk_frames=8, window_frames=4)
-    mel = torch.randn(model.config.num_mel_bins, 41)
-    stream = StreamingEncoder(model)
-    stream.feed(mel)
+    model, mel, stream = _fed_stream(41)
     for pad in (0, 7, 23):
         padded = torch.cat([mel, torch.zeros(mel.shape[0], pad)], dim=1)
         torch.testing.assert_close(stream.output(pad), encode_frames(model, padded), atol=1e-5, rtol=1e-5)
