@@ -97,7 +97,7 @@ def encoder_bench(
             f"the encoder bench needs {need / FRAMES_PER_S:.0f} s of audio, got {mel.shape[1] / 100:.1f} s"
         )
     softmax, cald, trained = encoder_models(model)
-    x = torch.from_numpy(np.ascontiguousarray(mel))
+    x = torch.from_numpy(np.ascontiguousarray(mel)).to(next(model.parameters()).device)
     rows = []
     with torch.no_grad():
         window = x[:, : 2 * softmax.config.max_source_positions]  # 3,000 frames: 30 s

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from asr_app.compression.cald.apply import convert_encoder
@@ -39,7 +40,11 @@ def test_incremental_features_equal_the_buffer_encoded_at_once():
         at += n
         got = inc.features()
         torch.testing.assert_close(got, _at_once(bundle, audio[:at], 5, 16), atol=1e-5, rtol=1e-5)
-    inc.reset(audio[5000:at])  # a cut: positions start again at the buffer's start
+    inc.invalidate()  # a cut: nothing is read or encoded until the reset from what is left
+    inc.push(audio[:4000])
+    with pytest.raises(RuntimeError, match="reset"):
+        inc.features()
+    inc.reset(audio[5000:at])  # positions start again at the buffer's start
     torch.testing.assert_close(inc.features(), _at_once(bundle, audio[5000:at], 5, 16), atol=1e-5, rtol=1e-5)
 
 
@@ -53,8 +58,6 @@ def test_only_a_torch_cald_runner_gets_an_incremental_encoder():
 
 
 def test_encoder_padding_is_an_option_of_decoding_live_and_bench():
-    import pytest
-
     from asr_app.cli import build_parser
     from asr_app.cli.common import transcribe_options
     from asr_app.cli.transcribe import live_options

@@ -41,6 +41,7 @@ class IncrementalEncoder:
         self._filters = bundle.feature_extractor.mel_filters
         self.pad_frames = pad_frames
         self.log_mel = StreamingLogMel(self._filters)
+        self.stale = False  # the buffer was cut: start again (`reset`) before the next read
 
     @classmethod
     def for_runner(cls, bundle: Any, runner: Any) -> IncrementalEncoder | None:
@@ -50,23 +51,38 @@ class IncrementalEncoder:
             return None
         return cls(bundle, runner.content_pad_frames)
 
+    def invalidate(self) -> None:
+        """The buffer was cut: pushes are ignored until `reset` starts again from what is
+        left (done lazily, as a finalize may cut several times before the next read)."""
+        self.stale = True
+
     def reset(self, audio: np.ndarray) -> None:
         """Start again from `audio` (the buffer after a cut)."""
         self.encoder = self._make()
         self.log_mel = StreamingLogMel(self._filters)
+        self.stale = False
         self.push(audio)
 
     def push(self, audio: np.ndarray) -> None:
-        """Add (samples,) float32 16 kHz audio: its final log-mel frames are encoded."""
+        """Add (samples,) float32 16 kHz audio: its final log-mel frames are encoded
+        (nothing while stale: `reset` will take the whole buffer)."""
         import torch
 
+        if self.stale:
+            return
         mel = self.log_mel.push(audio)
         if mel.shape[1]:
             self.encoder.feed(torch.from_numpy(mel))
 
     def features(self):
         """Audio features for the decoder, (1, audio_ctx, d_model): the audio heard so far
-        and the padding up to a chunk boundary (at most Whisper's 30-s window)."""
+        and the padding up to a chunk boundary (at most Whisper's 30-s window).
+
+        Raises:
+            RuntimeError: read while stale (call `reset` with the buffer first).
+        """
+        if self.stale:
+            raise RuntimeError("the buffer was cut: reset the incremental encoder with it before reading")
         content = self.encoder.mel_frames
         step = 2 * self.encoder.chunk_frames
         frames = min(N_FRAMES, -(-max(1, content + self.pad_frames) // step) * step)

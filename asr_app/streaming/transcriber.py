@@ -184,7 +184,7 @@ class StreamingTranscriber:
         self._buffer = self._buffer[n:]
         self._buffer_start += n
         if self._incremental is not None and n:
-            self._incremental.reset(self._buffer)
+            self._incremental.invalidate()  # reset from the buffer when next read
         drop = min(len(self._probs), self._buffer_start // FRAME_SAMPLES - self._probs_start)
         if drop > 0:
             del self._probs[:drop]
@@ -220,6 +220,8 @@ class StreamingTranscriber:
             return _Hypothesis([], [], [], span)
         decoder = self.final_decoder if final else self.decoder
         if self._incremental is not None and span == len(self._buffer):
+            if self._incremental.stale:
+                self._incremental.reset(self._buffer)
             result = decoder.decode_features(self._incremental.features(), prompt)
         else:
             mel = log_mel_window(self.bundle.feature_extractor, self._buffer[:span])

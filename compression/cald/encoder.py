@@ -8,8 +8,8 @@ and only the unfinished chunk is recomputed at each update. At every update the 
 output equals `encode_frames` on the input heard so far (tested to float32 precision).
 
 Front end. Whisper's two convolutions (kernel 3; the second with stride 2) make encoder
-frame j depend on log-mel frames 2j-2 .. 2j+2, so a chunk is final once the two mel frames
-after it have arrived; until then it is the unfinished chunk, computed as if the input ended
+frame j depend on log-mel frames 2j-2 .. 2j+2, so a chunk ending at encoder frame e is
+final once mel frame 2e (the first after its own) has arrived; until then it is the unfinished chunk, computed as if the input ended
 there (zero padding, as `encode_frames` pads the end of its input). Positions: Whisper's are
 sinusoids (openai-whisper's `sinusoids`; the table of 1,500 rows is used where it reaches,
 the same formula beyond), counted from the start of the input.
@@ -74,7 +74,7 @@ def encode_frames(model: nn.Module, mel: Tensor) -> Tensor:
     x = mel[None] if single else mel
     if x.shape[-1] < 1:
         raise ValueError("encode_frames needs at least one log-mel frame")
-    x = x.to(dtype=encoder.conv1.weight.dtype)
+    x = x.to(dtype=encoder.conv1.weight.dtype, device=encoder.conv1.weight.device)
     h = F.gelu(encoder.conv2(F.gelu(encoder.conv1(x)))).transpose(1, 2)
     h = h + positions(encoder, 0, h.shape[1])
     for layer in encoder.layers:
@@ -139,8 +139,8 @@ class StreamingEncoder:
             )
         self.chunk_frames: int = chunks.pop()
         self.states = [a.empty_state() for a in attns]
-        n_mels = self.encoder.conv1.in_channels
-        self._mel = torch.zeros(n_mels, 0, dtype=self.encoder.conv1.weight.dtype)
+        n_mels, w = self.encoder.conv1.in_channels, self.encoder.conv1.weight
+        self._mel = torch.zeros(n_mels, 0, dtype=w.dtype, device=w.device)
         self._mel_offset = 0  # index of self._mel's first frame in the input
         self.mel_frames = 0  # log-mel frames fed so far
         self.done = 0  # encoder frames in finished chunks
@@ -149,7 +149,7 @@ class StreamingEncoder:
 
     def feed(self, mel: Tensor) -> None:
         """Append log-mel frames (n_mels, frames) and encode every chunk they finish."""
-        self._mel = torch.cat([self._mel, mel.to(self._mel.dtype)], dim=1)
+        self._mel = torch.cat([self._mel, mel.to(dtype=self._mel.dtype, device=self._mel.device)], dim=1)
         self.mel_frames += mel.shape[1]
         c = self.chunk_frames
         with torch.no_grad():
@@ -187,7 +187,7 @@ class StreamingEncoder:
                     stop = min(start + self.chunk_frames, total)
                     parts.append(self._run(start, stop, states, keep=True, mel=mel))
         if not parts:
-            return torch.zeros(0, self.encoder.layer_norm.normalized_shape[0])
+            return self._mel.new_zeros(0, self.encoder.layer_norm.normalized_shape[0])
         with torch.no_grad():
             return self.encoder.layer_norm(torch.cat(parts, dim=0))
 

@@ -111,9 +111,9 @@ class HybridSelfAttention(nn.Module):
         self, hidden_states: Tensor, attention_mask: Tensor | None = None, **kwargs: Any
     ) -> tuple[Tensor, None]:
         """hidden_states: (batch, frames, d_model) -> ((batch, frames, d_model), None), the
-        whole input in chunks of `self.chunk_frames` (as Whisper's encoder layer calls it),
-        chunk by chunk with the carried state (`hybrid_attention_chunked`: time and memory
-        linear in frames).
+        whole input in chunks of `self.chunk_frames` (as Whisper's encoder layer calls it):
+        where a chunk is shorter than the input, chunk by chunk with the carried state
+        (`hybrid_attention_chunked`: time and memory linear in frames), else in one piece.
 
         Raises:
             ValueError: an attention_mask (Whisper's encoder passes none).
