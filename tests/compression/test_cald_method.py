@@ -205,6 +205,7 @@ def test_adapt_with_cald_resumes_saves_reloads_and_exports(synthetic_whisper, tm
     for start in range(0, len(audio), 8000):
         stream.insert_audio(audio[start : start + 8000])
         stream.process()
-        assert abs(stream._incremental.encoder.mel_frames - len(stream._buffer) // 160) <= 2
+        if not stream._incremental.stale:  # a cut buffer is re-encoded at the next read
+            assert abs(stream._incremental.encoder.mel_frames - len(stream._buffer) // 160) <= 2
     stream.finish()
     assert seen and all(s[1] % 100 == 0 and s[1] <= 1500 for s in seen)  # whole chunks, at most 30 s
